@@ -1,0 +1,260 @@
+"""Click-to-annotate helpers: grow, add, remove and accept cells in a label image.
+
+Pure numpy/scipy so that the napari widget stays thin and the logic is testable.  The label
+image follows the training convention of :mod:`.labels` (sparse by default: 0 = unlabeled,
+1 = background, >= 2 = cells; ``dense=True``: 0 = background, >= 1 = cells).  No function
+modifies its input: each returns a new label image, and with ``return_indices=True`` also the
+``indices`` tuple of changed pixels (as from ``np.nonzero``), so that the widget can replay the
+edit as ``layer.data_setitem(indices, value)`` and get napari's undo history for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .labels import BACKGROUND_LABEL, UNLABELED
+
+__all__ = ["accept_object", "add_cell", "grow_cell", "remove_object"]
+
+Indices = tuple[np.ndarray, ...]
+
+
+def _point(point: Sequence[float], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Round a (possibly float, napari world) point to an in-bounds pixel index."""
+    if len(point) != len(shape):
+        raise ValueError(f"point {tuple(point)} must have {len(shape)} coordinates")
+    idx = tuple(int(np.floor(float(p) + 0.5)) for p in point)
+    if any(not 0 <= i < n for i, n in zip(idx, shape, strict=True)):
+        raise ValueError(f"point {tuple(point)} lies outside the image of shape {shape}")
+    return idx
+
+
+def _first_cell(dense: bool) -> int:
+    return 1 if dense else BACKGROUND_LABEL + 1
+
+
+def _background(dense: bool) -> int:
+    return UNLABELED if dense else BACKGROUND_LABEL
+
+
+def _free(labels: np.ndarray, dense: bool) -> np.ndarray:
+    """Pixels that may be written: unlabeled or background (not another cell)."""
+    return labels < _first_cell(dense)
+
+
+def _component(mask: np.ndarray, point: tuple[int, ...]) -> np.ndarray:
+    """The connected component of ``mask`` that contains ``point`` (empty if off the mask)."""
+    if not mask[point]:
+        return np.zeros(mask.shape, dtype=bool)
+    comp, _ = ndi.label(mask)
+    return comp == comp[point]
+
+
+def _window(shape: tuple[int, ...], point: tuple[int, ...], radius: int) -> tuple[slice, ...]:
+    return tuple(
+        slice(max(p - radius, 0), min(p + radius + 1, n))
+        for p, n in zip(point, shape, strict=True)
+    )
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu threshold of a 1D sample (histogram-based, no scikit-image needed)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return lo
+    hist, edges = np.histogram(values, bins=128, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def grow_cell(
+    source: np.ndarray,
+    point: Sequence[float],
+    *,
+    max_radius: int = 40,
+    threshold: float | None = None,
+    labels: np.ndarray | None = None,
+    image: np.ndarray | None = None,
+    dense: bool = False,
+) -> np.ndarray:
+    """Grow a cell mask from a clicked ``point``; returns a bool mask of ``source``'s 2D shape.
+
+    Two ways, both bounded by a disc of ``max_radius`` around the point and never covering
+    another cell of ``labels``:
+
+    - With a prediction: ``source`` is the foreground probability (2D, or ``(n_classes, Y, X)``
+      from ``predict_tiled``, class 1 is used) and ``image`` the raw 2D image.  When the clicked
+      pixel's probability exceeds ``threshold`` (default 0.5) the mask is the connected region
+      above it.  A click on a low-probability pixel (a cell the network missed) falls back to
+      growing over ``image``'s intensity.
+    - Without a prediction (``image`` is None): ``source`` is the 2D image and the region is
+      grown over its intensity: a pixel joins when it is on the clicked pixel's side of a
+      threshold (``threshold`` if given, else Otsu's threshold of the disc around the point).
+    Holes are filled.  The mask is empty when the point is on an existing cell.
+    """
+    src = np.asarray(source)
+    if image is not None and src.ndim == 3:
+        if src.shape[0] < 2:
+            raise ValueError(f"probabilities {src.shape} need a foreground class at index 1")
+        src = src[1]
+    if src.ndim != 2:
+        raise ValueError(f"grow_cell needs a 2D map, got shape {src.shape}")
+    if max_radius < 1:
+        raise ValueError(f"max_radius must be >= 1, got {max_radius}")
+    shape = src.shape
+    pt = _point(point, shape)
+    free = np.ones(shape, dtype=bool)
+    if labels is not None:
+        lab = np.asarray(labels)
+        if lab.shape != shape:
+            raise ValueError(f"labels shape {lab.shape} does not match source shape {shape}")
+        free = _free(lab, dense)
+        if not free[pt]:
+            return np.zeros(shape, dtype=bool)
+
+    win = _window(shape, pt, max_radius)
+    local_pt = tuple(p - s.start for p, s in zip(pt, win, strict=True))
+    yy, xx = np.ogrid[win[0], win[1]]
+    disc = (yy - pt[0]) ** 2 + (xx - pt[1]) ** 2 <= max_radius**2
+    allowed = disc & free[win]
+
+    if image is not None:
+        img = np.asarray(image)
+        if img.shape != shape:
+            raise ValueError(f"image shape {img.shape} does not match probability shape {shape}")
+        prob_threshold = 0.5 if threshold is None else float(threshold)
+        prob = src[win].astype(np.float32)
+        if prob[local_pt] > prob_threshold:
+            region = _component((prob > prob_threshold) & allowed, local_pt)
+        else:
+            region = _grow_intensity(img[win], local_pt, allowed, None)
+    else:
+        region = _grow_intensity(src[win], local_pt, allowed, threshold)
+
+    region = ndi.binary_fill_holes(region) & allowed
+    out = np.zeros(shape, dtype=bool)
+    out[win] = region
+    return out
+
+
+def _grow_intensity(
+    values: np.ndarray, point: tuple[int, ...], allowed: np.ndarray, threshold: float | None
+) -> np.ndarray:
+    """Region of pixels on the clicked pixel's side of a (local Otsu) threshold."""
+    smooth = ndi.gaussian_filter(values.astype(np.float32), 1.0)
+    t = _otsu(smooth[allowed]) if threshold is None else float(threshold)
+    if smooth[point] >= t:
+        inside = smooth >= t
+    else:
+        # The click is darker than its surroundings: a dark object on a bright background.
+        inside = smooth < t
+    region = _component(inside & allowed, point)
+    # Cut thin bridges to neighbours of similar brightness, keeping the clicked part.
+    opened = ndi.binary_opening(region, iterations=1)
+    if opened[point]:
+        region = _component(opened, point)
+    return region
+
+
+def add_cell(
+    labels: np.ndarray,
+    mask: np.ndarray,
+    *,
+    dense: bool = False,
+    return_indices: bool = False,
+) -> tuple[np.ndarray, int] | tuple[np.ndarray, int, Indices]:
+    """Paint ``mask`` as a new cell; returns ``(new_labels, new_id[, indices])``.
+
+    The id is ``max + 1`` (at least 2 in the sparse convention, 1 in dense).  Only unlabeled or
+    background pixels are written, so existing cells are never overwritten.  ``new_id`` is 0
+    and nothing changes when no pixel can be written.
+    """
+    lab = np.asarray(labels)
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != lab.shape:
+        raise ValueError(f"mask shape {m.shape} does not match labels shape {lab.shape}")
+    write = m & _free(lab, dense)
+    indices = np.nonzero(write)
+    if not write.any():
+        result: tuple = (lab.copy(), 0)
+        return (*result, indices) if return_indices else result
+    new_id = max(int(lab.max()) + 1 if lab.size else 0, _first_cell(dense))
+    dtype = np.result_type(lab.dtype, np.min_scalar_type(new_id))
+    new = lab.astype(dtype, copy=True)
+    new[indices] = new_id
+    return (new, new_id, indices) if return_indices else (new, new_id)
+
+
+def remove_object(
+    labels: np.ndarray,
+    point: Sequence[float],
+    predicted: np.ndarray | None = None,
+    *,
+    dense: bool = False,
+    return_indices: bool = False,
+) -> np.ndarray | tuple[np.ndarray, Indices]:
+    """Turn the object under ``point`` into background; returns ``new_labels[, indices]``.
+
+    If a cell of ``labels`` is under the point, all its pixels become background
+    (``BACKGROUND_LABEL``, or 0 in dense mode).  Otherwise, if ``predicted`` (an instance
+    image) has an object there, its pixels that are not another labeled cell are painted as
+    background: the way to tell the network "this is not a cell".  Nothing changes otherwise.
+    """
+    lab = np.asarray(labels)
+    pt = _point(point, lab.shape)
+    background = _background(dense)
+    value = lab[pt]
+    if value >= _first_cell(dense):
+        target = lab == value
+    elif predicted is not None:
+        pred = np.asarray(predicted)
+        if pred.shape != lab.shape:
+            raise ValueError(
+                f"predicted shape {pred.shape} does not match labels shape {lab.shape}"
+            )
+        target = (pred == pred[pt]) & _free(lab, dense) if pred[pt] > 0 else None
+    else:
+        target = None
+    new = lab.copy()
+    if target is None:
+        indices: Indices = tuple(np.empty(0, dtype=np.intp) for _ in lab.shape)
+    else:
+        target &= lab != background
+        indices = np.nonzero(target)
+        new[indices] = background
+    return (new, indices) if return_indices else new
+
+
+def accept_object(
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    point: Sequence[float],
+    *,
+    dense: bool = False,
+    return_indices: bool = False,
+) -> tuple[np.ndarray, int] | tuple[np.ndarray, int, Indices]:
+    """Copy the predicted instance under ``point`` into ``labels`` as a new cell.
+
+    Returns ``(new_labels, new_id[, indices])``; only unlabeled/background pixels are written
+    (as in :func:`add_cell`).  ``new_id`` is 0 and nothing changes when there is no predicted
+    object under the point or the point is already on a labeled cell.
+    """
+    lab = np.asarray(labels)
+    pred = np.asarray(predicted)
+    if pred.shape != lab.shape:
+        raise ValueError(f"predicted shape {pred.shape} does not match labels shape {lab.shape}")
+    pt = _point(point, lab.shape)
+    if pred[pt] <= 0 or lab[pt] >= _first_cell(dense):
+        mask = np.zeros(lab.shape, dtype=bool)
+    else:
+        mask = pred == pred[pt]
+    return add_cell(lab, mask, dense=dense, return_indices=return_indices)

@@ -1,0 +1,176 @@
+"""Label conventions for training: sparse (painted) and dense (complete) label images.
+
+Sparse mode (default): ``0`` = unlabeled (ignored by the loss), ``1`` = background painted by
+the user, every id ``>= 2`` is one cell.  Dense mode: ``0`` = background, every id ``>= 1`` is
+one cell, and every pixel counts.  :func:`split_labels` turns either into the pair the trainer
+needs: instance ids ``1..n`` (0 = not a cell) and a boolean mask of pixels the loss counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "BACKGROUND_LABEL",
+    "NO_LABELS_MESSAGE",
+    "UNLABELED",
+    "as_label_array",
+    "split_labels",
+    "summarize",
+    "validate_pair",
+]
+
+UNLABELED = 0
+BACKGROUND_LABEL = 1
+NO_LABELS_MESSAGE = (
+    "no labels painted: paint at least one cell (label >= 2) and some background (label 1)"
+)
+
+
+def as_label_array(labels: np.ndarray) -> np.ndarray:
+    """Return ``labels`` as an integer array, rejecting NaN, fractions and negative ids."""
+    arr = np.asarray(labels)
+    if arr.dtype == bool:
+        return arr.astype(np.int32)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("labels contain NaN or infinite values; labels must be integers")
+        if np.any(arr != np.round(arr)):
+            raise ValueError(
+                "labels are floating point with fractional values; labels must be integer ids "
+                "(was an image loaded as labels?)"
+            )
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "iu":
+        raise ValueError(f"labels must be an integer array, got dtype {arr.dtype}")
+    if arr.size and arr.dtype.kind == "i" and arr.min() < 0:
+        raise ValueError(f"labels contain negative values (min {arr.min()}); ids must be >= 0")
+    return arr
+
+
+def split_labels(
+    labels: np.ndarray,
+    dense: bool = False,
+    image_shape: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a label image into ``(instances, labeled_mask)``.
+
+    ``instances`` is int32 with 0 = not a cell and cells relabelled ``1..n`` (in order of their
+    original ids); ``labeled_mask`` is True where the loss counts (all True in dense mode).
+    ``image_shape``, when given, must equal the label shape.
+    """
+    arr = as_label_array(labels)
+    if image_shape is not None and tuple(image_shape) != arr.shape:
+        raise ValueError(
+            f"labels shape {arr.shape} does not match image shape {tuple(image_shape)}"
+        )
+    first_cell = 1 if dense else 2
+    ids = np.unique(arr)
+    cell_ids = ids[ids >= first_cell]
+    instances = np.zeros(arr.shape, dtype=np.int32)
+    if cell_ids.size:
+        # searchsorted maps each cell id to its rank 0..n-1 in the sorted id list.
+        is_cell = arr >= first_cell
+        instances[is_cell] = np.searchsorted(cell_ids, arr[is_cell]).astype(np.int32) + 1
+    if dense:
+        labeled_mask = np.ones(arr.shape, dtype=bool)
+    else:
+        labeled_mask = arr != UNLABELED
+    return instances, labeled_mask
+
+
+def summarize(labels: np.ndarray, dense: bool = False) -> dict[str, int]:
+    """Count cells, background pixels and labeled pixels under the given convention."""
+    arr = as_label_array(labels)
+    first_cell = 1 if dense else 2
+    ids = np.unique(arr)
+    background_id = UNLABELED if dense else BACKGROUND_LABEL
+    n_background = int(np.count_nonzero(arr == background_id))
+    n_labeled = int(arr.size if dense else np.count_nonzero(arr != UNLABELED))
+    return {
+        "n_cells": int(np.count_nonzero(ids >= first_cell)),
+        "n_background_px": n_background,
+        "n_labeled_px": n_labeled,
+    }
+
+
+def _spatial_image_shape(
+    image: np.ndarray, labels_ndim: int, channel_axis: int | None, in_channels: int | None
+) -> tuple[int, ...]:
+    """Shape of ``image`` without its channel axis (if it has one)."""
+    shape = list(image.shape)
+    if channel_axis is not None:
+        axis = channel_axis if channel_axis >= 0 else channel_axis + image.ndim
+        if not 0 <= axis < image.ndim:
+            raise ValueError(f"channel_axis {channel_axis} is out of range for shape {image.shape}")
+        del shape[axis]
+    elif (in_channels is not None and in_channels > 1) or (
+        in_channels is None and image.ndim == labels_ndim + 1 and image.ndim >= 3
+    ):
+        if image.ndim < 3:
+            raise ValueError(
+                f"image shape {image.shape} has no channel axis but {in_channels} channels "
+                "are expected"
+            )
+        del shape[-3]
+    return tuple(shape)
+
+
+def validate_pair(
+    image: np.ndarray,
+    labels: np.ndarray,
+    dense: bool = False,
+    channel_axis: int | None = None,
+    *,
+    in_channels: int | None = None,
+    require_labels: bool = True,
+) -> list[str]:
+    """Check an image/label pair for training; raise ``ValueError`` or return warnings.
+
+    The image may carry a channel axis (``channel_axis``, or axis -3 when ``in_channels > 1``
+    or when the image has exactly one axis more than the labels).  ``require_labels=False``
+    lets a caller with several images accept one that has no labeled pixel (it checks the
+    total itself).
+    """
+    img = np.asarray(image)
+    lab = as_label_array(labels)
+    if img.dtype.kind not in "biuf":
+        raise ValueError(f"image must be numeric, got dtype {img.dtype}")
+    if lab.ndim < 2:
+        raise ValueError(f"labels must be at least 2D (Y, X), got shape {lab.shape}")
+    spatial = _spatial_image_shape(img, lab.ndim, channel_axis, in_channels)
+    if spatial != lab.shape:
+        raise ValueError(
+            f"image shape {img.shape} does not match labels shape {lab.shape}"
+            + (f" (image without channel axis: {spatial})" if spatial != img.shape else "")
+        )
+    if img.dtype.kind == "f" and not np.all(np.isfinite(img)):
+        raise ValueError("image contains NaN or infinite values")
+
+    warnings: list[str] = []
+    info = summarize(lab, dense)
+    if not dense:
+        if info["n_labeled_px"] == 0:
+            if require_labels:
+                raise ValueError(NO_LABELS_MESSAGE)
+            warnings.append("an image has no labeled pixels and is skipped")
+            return warnings
+        if info["n_cells"] > 0 and info["n_background_px"] == 0:
+            if np.count_nonzero(lab == UNLABELED) == 0:
+                raise ValueError(
+                    "every pixel is labeled as a cell (ids >= 2) and there is no background "
+                    "(label 1): paint some background, or use dense mode if 0 means background"
+                )
+            warnings.append(
+                "no background painted (label 1): the network only sees cell pixels; paint "
+                "some background, or use dense mode if 0 means background"
+            )
+        if info["n_cells"] == 0:
+            warnings.append("no cells painted (labels >= 2): the network only sees background")
+    elif info["n_cells"] == 0:
+        warnings.append("the labels contain no cells (ids >= 1)")
+    if img.size and float(img.min()) == float(img.max()):
+        warnings.append("the image is constant")
+    return warnings

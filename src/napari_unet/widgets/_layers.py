@@ -1,0 +1,91 @@
+"""Add-or-update helpers for result layers, and extraction of image data from layers.
+
+Re-running a prediction must refresh the overlay in place (same name) instead of piling up
+duplicate layers, and overlays must align with their image (same scale and translate).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels, Layer
+
+
+def _geometry(like: Layer | None, ndim: int) -> dict[str, Any]:
+    """Scale/translate of ``like`` fitted to ``ndim`` axes (spatial axes are last).
+
+    An RGB layer's scale already excludes its colour axis; extra leading axes get scale 1.
+    """
+    if like is None:
+        return {}
+    scale = list(like.scale)
+    translate = list(like.translate)
+    if len(scale) >= ndim:
+        return {"scale": scale[-ndim:], "translate": translate[-ndim:]}
+    pad = ndim - len(scale)
+    return {"scale": [1.0] * pad + scale, "translate": [0.0] * pad + translate}
+
+
+def _add_or_update(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, name: str,
+                   like: Layer | None, **kwargs: Any) -> Layer:
+    geometry = _geometry(like, np.ndim(data))
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        if layer._type_string == kind and layer.ndim == np.ndim(data):
+            layer.data = data
+            for key, value in {**geometry, **kwargs}.items():
+                if key in ("scale", "translate", "opacity", "visible", "blending", "colormap",
+                           "contrast_limits"):
+                    setattr(layer, key, value)
+            return layer
+        viewer.layers.remove(layer)
+    add = viewer.add_image if kind == "image" else viewer.add_labels
+    return add(data, name=name, **{**geometry, **kwargs})
+
+
+def add_or_update_image(viewer: napari.viewer.Viewer, data: np.ndarray, name: str,
+                        like: Layer | None = None, **kwargs: Any) -> Image:
+    """Show ``data`` as image layer ``name``: replace its data if it exists, else add it."""
+    return _add_or_update(viewer, "image", data, name, like, **kwargs)
+
+
+def add_or_update_labels(viewer: napari.viewer.Viewer, data: np.ndarray, name: str,
+                         like: Layer | None = None, **kwargs: Any) -> Labels:
+    """Show ``data`` as labels layer ``name``: replace its data if it exists, else add it."""
+    return _add_or_update(viewer, "labels", data, name, like, **kwargs)
+
+
+def image_layer_data(layer: Image) -> tuple[np.ndarray, int | None]:
+    """Return ``(array, channel_axis)`` of an image layer.
+
+    RGB(A) layers have their colours on the last axis (``channel_axis=-1``). A multichannel layer
+    kept as one layer can declare its channel axis in ``layer.metadata["channel_axis"]``;
+    otherwise the image is single-channel (``None``). Multiscale layers use the full resolution.
+    """
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    array = np.asarray(data)
+    if getattr(layer, "rgb", False):
+        return array, -1
+    channel_axis = layer.metadata.get("channel_axis") if layer.metadata else None
+    if channel_axis is not None:
+        channel_axis = int(channel_axis)
+        if not -array.ndim <= channel_axis < array.ndim:
+            raise ValueError(
+                f"layer {layer.name!r}: metadata channel_axis={channel_axis} is out of range "
+                f"for data of shape {array.shape}"
+            )
+    return array, channel_axis
+
+
+def spatial_shape(array: np.ndarray, channel_axis: int | None) -> tuple[int, ...]:
+    """Shape of ``array`` without its channel axis (stack axes kept)."""
+    shape = list(array.shape)
+    if channel_axis is not None:
+        del shape[channel_axis]
+    return tuple(shape)

@@ -1,0 +1,76 @@
+"""One shared model session per napari viewer.
+
+The train, predict, preview and annotate widgets all work on the same model: whatever was trained
+or loaded last. The session also remembers the last training settings (so ``retrain`` can reuse
+them) and the latest prediction per image layer name.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from psygnal import Signal
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_unet.core.model import UNet
+
+
+@dataclass
+class Prediction:
+    """The latest prediction of one image layer."""
+
+    probability: np.ndarray
+    instances: np.ndarray
+    threshold: float = 0.5
+    min_size: int = 15
+
+
+@dataclass
+class ModelSession:
+    """Current model, where it came from, last training settings and predictions.
+
+    ``model_changed`` is emitted with the new model (or None) whenever ``set_model`` is called.
+    """
+
+    model_changed = Signal(object)
+
+    model: UNet | None = None
+    source: str = "none"
+    train_settings: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+
+    def set_model(self, model: UNet | None, source: str) -> None:
+        """Make ``model`` the current model (``source``: "new", "checkpoint: <path>", "trained")."""
+        self.model = model
+        self.source = source
+        self.model_changed.emit(model)
+
+    def set_prediction(self, image_name: str, prediction: Prediction) -> None:
+        """Remember the latest prediction made for the image layer ``image_name``."""
+        self.predictions[image_name] = prediction
+
+    def describe(self) -> str:
+        """One line for status labels: model size and origin."""
+        if self.model is None:
+            return "no model"
+        cfg = getattr(self.model, "config", {}) or {}
+        parts = [f"{k}={cfg[k]}" for k in ("in_channels", "depth", "base_channels", "padding")
+                 if k in cfg]
+        return f"{self.source} ({', '.join(parts)})" if parts else self.source
+
+
+_SESSIONS: weakref.WeakKeyDictionary[Any, ModelSession] = weakref.WeakKeyDictionary()
+
+
+def get_session(viewer: napari.viewer.Viewer) -> ModelSession:
+    """Return the session of ``viewer``, creating it on first use (one per viewer)."""
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = ModelSession()
+        _SESSIONS[viewer] = session
+    return session

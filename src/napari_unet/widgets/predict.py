@@ -1,0 +1,422 @@
+"""Predict widget: run the session's U-Net on an image layer and show probability + instances.
+
+The heavy work (``predict_tiled`` + ``label_instances``) runs in a napari thread worker; the
+GUI thread only validates inputs, relays progress and adds/updates the result layers
+``"<image> probability"`` and ``"<image> instances"`` (aligned with the image).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from qtpy.QtCore import QObject, Signal, Slot
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import _notify
+from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
+from ._session import Prediction, get_session
+
+if TYPE_CHECKING:
+    import napari
+    from napari.qt.threading import FunctionWorker
+
+    from napari_unet.core.model import UNet
+
+
+class ProgressRelay(QObject):
+    """Carries ``(done, total)`` from a worker thread to a callback run in the GUI thread."""
+
+    changed = Signal(int, int)
+
+    def __init__(self, callback: Callable[[int, int], None]) -> None:
+        super().__init__()
+        self._callback = callback
+        self.changed.connect(self._deliver)
+
+    @Slot(int, int)
+    def _deliver(self, done: int, total: int) -> None:
+        self._callback(done, total)
+
+    def __call__(self, done: int, total: int) -> None:
+        """Thread-safe: emitting from the worker queues the call into the GUI thread."""
+        self.changed.emit(int(done), int(total))
+
+
+def prepare_image(image: np.ndarray, channel_axis: int | None,
+                  model: UNet | None) -> tuple[np.ndarray, int | None]:
+    """Check that ``image`` suits ``model``; return ``(image, channel_axis)`` for predict_tiled.
+
+    Raises ValueError with a message for the user: no model, channel mismatch, NaN, image
+    smaller than the network can process (prediction pads, so only degenerate sizes fail).
+    """
+    if model is None:
+        raise ValueError("no model: train one, or load a checkpoint first")
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
+    n_in = int(getattr(model, "in_channels", 1))
+    if channel_axis is not None:
+        n_img = arr.shape[channel_axis]
+        if n_in == 1 and n_img != 1:
+            raise ValueError(
+                f"channel mismatch: the model expects 1 channel but the image has {n_img} "
+                f"(axis {channel_axis} of shape {arr.shape}); train a model on this kind of "
+                "image or pick a single-channel image"
+            )
+        if n_in > 1 and n_img != n_in:
+            raise ValueError(
+                f"channel mismatch: the model expects {n_in} channels, the image has {n_img}"
+            )
+        if n_in == 1:
+            arr = np.take(arr, 0, axis=channel_axis)
+            channel_axis = None
+    elif n_in > 1:
+        if arr.ndim >= 3 and arr.shape[-3] == n_in:
+            channel_axis = -3
+        else:
+            raise ValueError(
+                f"channel mismatch: the model expects {n_in} channels but the image has shape "
+                f"{arr.shape} (channels are expected on axis -3, or open the image as RGB)"
+            )
+    spatial_ndim = arr.ndim - (1 if channel_axis is not None else 0)
+    if spatial_ndim < 2:
+        raise ValueError(f"image must be at least 2D, got shape {arr.shape}")
+    if min(arr.shape[-2:]) < 2:
+        raise ValueError(f"image too small to segment: shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError("image contains NaN or infinite values")
+    return arr, channel_axis
+
+
+def foreground(probabilities: np.ndarray) -> np.ndarray:
+    """Cell (class 1) probability from ``(n_classes, Y, X)`` or ``(Z, n_classes, Y, X)``."""
+    cls = 1 if probabilities.shape[-3] > 1 else 0
+    return np.ascontiguousarray(np.take(probabilities, cls, axis=-3), dtype=np.float32)
+
+
+def instances_from_probability(fg: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
+    """Instance labels of a 2D map, or of each slice of a stack (ids unique across slices)."""
+    from napari_unet.core.instances import label_instances
+
+    if fg.ndim == 2:
+        return np.asarray(label_instances(fg, threshold=threshold, min_size=min_size),
+                          dtype=np.int32)
+    out = np.zeros(fg.shape, dtype=np.int32)
+    offset = 0
+    for index in np.ndindex(fg.shape[:-2]):
+        lab = np.asarray(label_instances(fg[index], threshold=threshold, min_size=min_size),
+                         dtype=np.int32)
+        out[index] = np.where(lab > 0, lab + offset, 0)
+        offset = max(offset, int(out[index].max()))
+    return out
+
+
+def _layer_geometry(layer: Image, channel_axis: int | None) -> dict[str, Any]:
+    """Scale and translate of the image's spatial (and stack) axes, without the channel axis."""
+    scale, translate = list(layer.scale), list(layer.translate)
+    if channel_axis is not None and not layer.rgb:
+        axis = channel_axis % layer.ndim
+        del scale[axis], translate[axis]
+    return {"scale": scale, "translate": translate}
+
+
+def show_prediction(viewer: napari.viewer.Viewer, image_layer: Image, fg: np.ndarray,
+                    labels: np.ndarray, channel_axis: int | None = None) -> None:
+    """Add or update ``"<image> probability"`` and ``"<image> instances"`` over the image."""
+    geometry = _layer_geometry(image_layer, channel_axis)
+    name = image_layer.name
+    add_or_update_image(viewer, fg, f"{name} probability", colormap="magma",
+                        contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6,
+                        visible=False, **geometry)
+    add_or_update_labels(viewer, labels, f"{name} instances", opacity=0.5, **geometry)
+
+
+def predict_layer(
+    viewer: napari.viewer.Viewer,
+    image_layer: Image,
+    model: UNet | None,
+    threshold: float = 0.5,
+    min_size: int = 15,
+    start: bool = True,
+    *,
+    device: str = "auto",
+    on_progress: Callable[[int, int], None] | None = None,
+    on_finished: Callable[[bool], None] | None = None,
+) -> FunctionWorker | None:
+    """Predict ``image_layer`` with ``model`` in a worker and show the results as layers.
+
+    Returns the worker (not started when ``start=False``), or None when the inputs are invalid
+    (a notification says why). ``on_progress(done, total)`` runs in the GUI thread;
+    ``on_finished(ok)`` runs once at the end (``ok`` False when cancelled or failed).
+    Cancel with ``worker.quit()``: the tiling loop stops after the current batch.
+    """
+    from napari_unet.core.tiling import PredictionCancelled, predict_tiled
+
+    try:
+        data, channel_axis = image_layer_data(image_layer)
+        image, model_axis = prepare_image(data, channel_axis, model)
+    except ValueError as exc:
+        _notify.notify_error(f"Cannot predict {image_layer.name!r}: {exc}")
+        if on_finished is not None:
+            on_finished(False)
+        return None
+
+    pbar = napari_progress(total=0, desc=f"U-Net: {image_layer.name}")
+    state: dict[str, Any] = {"ok": False, "done": False}
+
+    def report(done: int, total: int) -> None:
+        if pbar.total != total:
+            pbar.total = total
+        pbar.update(done - pbar.n)
+        if on_progress is not None:
+            on_progress(done, total)
+
+    relay = ProgressRelay(report)
+    holder: dict[str, Any] = {}
+
+    def run() -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            probs = predict_tiled(model, image, device=device, channel_axis=model_axis,
+                                  progress=relay, cancel=lambda: holder["w"].abort_requested)
+        except PredictionCancelled:
+            return None
+        fg = foreground(probs)
+        if holder["w"].abort_requested:
+            return None
+        return fg, instances_from_probability(fg, threshold, min_size)
+
+    def returned(result: tuple[np.ndarray, np.ndarray] | None) -> None:
+        if result is None:
+            return
+        fg, labels = result
+        try:
+            show_prediction(viewer, image_layer, fg, labels, channel_axis)
+        except (RuntimeError, KeyError, ValueError) as exc:  # viewer closed or layer removed
+            _notify.notify_warning(f"Prediction finished but could not be shown: {exc}")
+            return
+        get_session(viewer).set_prediction(
+            image_layer.name, Prediction(fg, labels, threshold=threshold, min_size=min_size))
+        state["ok"] = True
+
+    def errored(exc: Exception) -> None:
+        _notify.notify_error(f"Prediction of {image_layer.name!r} failed: {exc}")
+
+    def finished() -> None:
+        if state["done"]:
+            return
+        state["done"] = True
+        pbar.close()
+        relay.deleteLater()
+        if on_finished is not None:
+            on_finished(state["ok"])
+
+    worker = create_worker(run, _start_thread=False)
+    holder["w"] = worker
+    worker.returned.connect(returned)
+    worker.errored.connect(errored)
+    worker.finished.connect(finished)
+    if start:
+        worker.start()
+    return worker
+
+
+class PredictWidget(QWidget):
+    """Pick an image layer and a model, set threshold and minimum size, predict or cancel."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.worker: FunctionWorker | None = None
+
+        self.image_combo = QComboBox()
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.load_button = QPushButton("Load model…")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.min_size = QSpinBox()
+        self.min_size.setRange(0, 10**7)
+        self.min_size.setValue(15)
+        self.device_combo = QComboBox()
+        self.predict_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_label)
+        form.addRow("", self.load_button)
+        form.addRow("threshold", self.threshold)
+        form.addRow("min object size (px)", self.min_size)
+        form.addRow("device", self.device_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.predict_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._fill_devices()
+        self.refresh_layers()
+        self._show_model()
+        self.load_button.clicked.connect(self._load_clicked)
+        self.predict_button.clicked.connect(self.predict)
+        self.cancel_button.clicked.connect(self.cancel)
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
+            event.connect(self.refresh_layers)
+        self.session.model_changed.connect(self._show_model)
+        self.destroyed.connect(_make_cleanup(self))
+
+    # ------------------------------------------------------------------ inputs
+    def _fill_devices(self) -> None:
+        from napari_unet.core.device import available_devices
+
+        self.device_combo.clear()
+        self.device_combo.addItems(list(available_devices()))
+
+    def refresh_layers(self, *_: Any) -> None:
+        """Refill the image combo from the viewer's image layers, keeping the selection."""
+        try:
+            current = self.image_combo.currentText()
+            names = [lay.name for lay in self.viewer.layers if isinstance(lay, Image)]
+            names = [n for n in names if not n.endswith(" probability")] or names
+            self.image_combo.blockSignals(True)
+            self.image_combo.clear()
+            self.image_combo.addItems(names)
+            if current in names:
+                self.image_combo.setCurrentText(current)
+            self.image_combo.blockSignals(False)
+        except RuntimeError:  # widget already deleted by Qt
+            pass
+
+    def _show_model(self, *_: Any) -> None:
+        try:
+            self.model_label.setText(self.session.describe())
+        except RuntimeError:
+            pass
+
+    def image_layer(self) -> Image | None:
+        """The selected image layer, or None."""
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _load_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load U-Net model", "",
+                                              "napari-unet model (*.pt *.pth);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    def load_model(self, path: str) -> bool:
+        """Load a checkpoint into the session; a bad file gives a notification, not a crash."""
+        from napari_unet.core.checkpoint import load_model
+
+        try:
+            model = load_model(path)
+        except (ValueError, OSError) as exc:
+            _notify.notify_error(f"Cannot load model from {path}: {exc}")
+            return False
+        self.session.set_model(model, f"checkpoint: {path}")
+        _notify.notify_info(f"Loaded model {path}")
+        return True
+
+    # --------------------------------------------------------------- actions
+    def predict(self, *_: Any, start: bool = True) -> FunctionWorker | None:
+        """Start predicting the selected image; returns the worker (None on invalid input)."""
+        if self.worker is not None:
+            _notify.notify_warning("A prediction is already running")
+            return None
+        layer = self.image_layer()
+        if layer is None:
+            _notify.notify_error("Select an image layer to predict")
+            return None
+        self.predict_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress_bar.setRange(0, 0)
+        self.status.setText(f"predicting {layer.name}…")
+        worker = predict_layer(
+            self.viewer, layer, self.session.model, self.threshold.value(),
+            self.min_size.value(), start=False, device=self.device_combo.currentText(),
+            on_progress=self._progress, on_finished=self._finished,
+        )
+        self.worker = worker
+        if worker is not None and start:
+            worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running prediction to stop after its current batch."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelling…")
+
+    def _progress(self, done: int, total: int) -> None:
+        try:
+            self.progress_bar.setRange(0, max(1, total))
+            self.progress_bar.setValue(done)
+            self.status.setText(f"predicting: batch {done}/{total}")
+        except RuntimeError:
+            pass
+
+    def _finished(self, ok: bool) -> None:
+        self.worker = None
+        try:
+            self.predict_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1 if ok else 0)
+            self.status.setText("done" if ok else "stopped")
+        except RuntimeError:
+            pass
+
+
+def _make_cleanup(widget: PredictWidget) -> Callable[..., None]:
+    """Closure (no reference to the widget) that stops its work when Qt destroys it."""
+    events = widget.viewer.layers.events
+    session = widget.session
+    refresh, show_model = widget.refresh_layers, widget._show_model
+    holder = {"w": widget}
+
+    def cleanup(*_: Any) -> None:
+        w = holder.pop("w", None)
+        worker = getattr(w, "worker", None) if w is not None else None
+        if worker is not None:
+            worker.quit()
+        for event in (events.inserted, events.removed, events.moved):
+            event.disconnect(refresh)
+        session.model_changed.disconnect(show_model)
+
+    return cleanup
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
