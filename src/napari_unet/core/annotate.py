@@ -55,25 +55,8 @@ def _component(mask: np.ndarray, point: tuple[int, ...]) -> np.ndarray:
 
 def _window(shape: tuple[int, ...], point: tuple[int, ...], radius: int) -> tuple[slice, ...]:
     return tuple(
-        slice(max(p - radius, 0), min(p + radius + 1, n))
-        for p, n in zip(point, shape, strict=True)
+        slice(max(p - radius, 0), min(p + radius + 1, n)) for p, n in zip(point, shape, strict=True)
     )
-
-
-def _otsu(values: np.ndarray) -> float:
-    """Otsu threshold of a 1D sample (histogram-based, no scikit-image needed)."""
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return lo
-    hist, edges = np.histogram(values, bins=128, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
 def grow_cell(
@@ -97,8 +80,8 @@ def grow_cell(
       above it.  A click on a low-probability pixel (a cell the network missed) falls back to
       growing over ``image``'s intensity.
     - Without a prediction (``image`` is None): ``source`` is the 2D image and the region is
-      grown over its intensity: a pixel joins when it is on the clicked pixel's side of a
-      threshold (``threshold`` if given, else Otsu's threshold of the disc around the point).
+      grown over its intensity: a pixel joins when it lies between the clicked pixel's value
+      and the local background's, past ``threshold`` (default: halfway between them).
     Holes are filled.  The mask is empty when the point is on an existing cell.
     """
     src = np.asarray(source)
@@ -149,16 +132,28 @@ def grow_cell(
 def _grow_intensity(
     values: np.ndarray, point: tuple[int, ...], allowed: np.ndarray, threshold: float | None
 ) -> np.ndarray:
-    """Region of pixels on the clicked pixel's side of a (local Otsu) threshold."""
+    """Region grown from ``point`` over intensity, with a threshold relative to the seed.
+
+    The seed value (median of the 3x3 neighbourhood after a light blur) is compared with the
+    disc around it: a seed above the disc's median or nearer its bright end (95th percentile)
+    than its dark end (5th) is a bright cell, and pixels join above the midpoint between seed
+    and dark end ("half maximum"); otherwise it is a dark object and pixels join below the
+    midpoint between seed and bright end.  Pixels far brighter than the seed (another,
+    brighter cell touching it) are left out, and a one-pixel opening cuts thin bridges.
+    """
     smooth = ndi.gaussian_filter(values.astype(np.float32), 1.0)
-    t = _otsu(smooth[allowed]) if threshold is None else float(threshold)
-    if smooth[point] >= t:
-        inside = smooth >= t
+    seed_box = tuple(slice(max(p - 1, 0), p + 2) for p in point)
+    seed = float(np.median(smooth[seed_box]))
+    low, median, high = np.percentile(smooth[allowed], [5, 50, 95])
+    bright = seed > median or seed - low >= high - seed
+    if bright:
+        t = (seed + low) / 2 if threshold is None else float(threshold)
+        inside = (smooth >= t) & (smooth <= seed + 2 * max(seed - t, 0.0))
     else:
-        # The click is darker than its surroundings: a dark object on a bright background.
-        inside = smooth < t
+        t = (seed + high) / 2 if threshold is None else float(threshold)
+        inside = (smooth <= t) & (smooth >= seed - 2 * max(t - seed, 0.0))
+    inside[point] = True
     region = _component(inside & allowed, point)
-    # Cut thin bridges to neighbours of similar brightness, keeping the clicked part.
     opened = ndi.binary_opening(region, iterations=1)
     if opened[point]:
         region = _component(opened, point)

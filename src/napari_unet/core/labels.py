@@ -107,7 +107,7 @@ def _spatial_image_shape(
             raise ValueError(f"channel_axis {channel_axis} is out of range for shape {image.shape}")
         del shape[axis]
     elif (in_channels is not None and in_channels > 1) or (
-        in_channels is None and image.ndim == labels_ndim + 1 and image.ndim >= 3
+        image.ndim == labels_ndim + 1 and image.ndim >= 3
     ):
         if image.ndim < 3:
             raise ValueError(

@@ -37,7 +37,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "in_channels": 1,
     "n_classes": 2,
     "depth": 3,
-    "base_channels": 32,
+    "base_channels": 16,
     "padding": "valid",
     "norm": "batch",
     "upsampling": "transpose",
@@ -175,6 +175,8 @@ class UNet(nn.Module):
     def _init_weights(self) -> None:
         """He et al. initialisation, std = sqrt(2 / fan_in), as in the paper; zero biases."""
         for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d) and m.weight.is_meta:
+                continue  # shapes only (e.g. FLOP counting): random init would be wasted work
             if isinstance(m, nn.ConvTranspose2d):
                 # each output pixel of a stride-2, 2x2 up-convolution sees exactly one input pixel
                 # per channel, so fan_in = in_channels (torch's fan computation assumes overlap)
@@ -323,7 +325,7 @@ class UNet(nn.Module):
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.bottom(x)
-        for up, conv, skip in zip(self.ups, self.up_convs, reversed(skips)):
+        for up, conv, skip in zip(self.ups, self.up_convs, reversed(skips), strict=True):
             x = up(x)
             skip = _center_crop(skip, x.shape[-2], x.shape[-1])
             x = conv(torch.cat([skip, x], dim=1))

@@ -2,7 +2,7 @@
 
 The network is trained and applied on images scaled so that the ``low`` percentile maps to 0 and
 the ``high`` percentile to 1 (robust to hot pixels and to the bit depth of the camera). Tiled
-prediction normalizes tile by tile with :func:`apply_range`, using the same float32 arithmetic as
+prediction normalizes tile by tile with :func:`apply_range`, using the same arithmetic as
 :func:`percentile_normalize`, so both give identical values.
 """
 
@@ -92,7 +92,7 @@ def percentile_range(
 
 
 def range_to_offset_scale(lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
-    """float32 ``(offset, scale)`` so that ``(x - offset) * scale`` maps lo->0, hi->1.
+    """float64 ``(offset, scale)`` so that ``(x - offset) * scale`` maps lo->0, hi->1.
 
     A constant image (``hi <= lo``) gets scale 0: it normalizes to zeros instead of NaN/inf.
     """
@@ -101,20 +101,36 @@ def range_to_offset_scale(lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         raise ValueError(f"normalization range must be finite, got lo={lo}, hi={hi}")
     width = hi - lo
-    with np.errstate(divide="ignore"):
-        scale = np.where(width > 0, 1.0 / np.where(width > 0, width, 1.0), 0.0)
-    return lo.astype(np.float32), scale.astype(np.float32)
+    scale = np.where(width > 0, 1.0 / np.where(width > 0, width, 1.0), 0.0)
+    return lo, scale
+
+
+def _work_dtype(dtype: np.dtype) -> type:
+    """float32 unless the input has more precision than float32 keeps (float64, 32/64-bit ints)."""
+    return (
+        np.float64
+        if dtype.itemsize > 4 or (dtype.kind in "iu" and dtype.itemsize == 4)
+        else np.float32
+    )
 
 
 def apply_range(x: Any, offset: np.ndarray, scale: np.ndarray, channel_dim: bool) -> np.ndarray:
-    """``(x - offset) * scale`` in float32; per-channel values broadcast along axis -3."""
-    out = np.asarray(x, dtype=np.float32)
+    """``(x - offset) * scale`` as float32; per-channel values broadcast along axis -3.
+
+    The subtraction happens in float64 for float64 / 32-bit integer input, so that a narrow
+    range far from zero (e.g. 128.000 .. 128.012) keeps its resolution.
+    """
+    x = np.asarray(x)
+    work = _work_dtype(x.dtype)
+    offset = np.asarray(offset, dtype=work)
+    scale = np.asarray(scale, dtype=work)
     if channel_dim and offset.ndim == 1:
         offset = offset[:, None, None]
         scale = scale[:, None, None]
-    out = out - offset  # a new float32 array (never modifies the input)
+    out = x.astype(work, copy=True)  # never modifies the input
+    out -= offset
     out *= scale
-    return out
+    return out.astype(np.float32, copy=False)
 
 
 def percentile_normalize(
@@ -149,8 +165,8 @@ def percentile_normalize(
         return apply_range(x, offset.reshape(()), scale.reshape(()), channel_dim=False)
     moved = to_channels_first(x, channel_axis)
     if offset.ndim == 0:
-        offset = np.full(moved.shape[-3], offset, dtype=np.float32)
-        scale = np.full(moved.shape[-3], scale, dtype=np.float32)
+        offset = np.full(moved.shape[-3], offset)
+        scale = np.full(moved.shape[-3], scale)
     if offset.shape != (moved.shape[-3],):
         raise ValueError(
             f"norm_range has {offset.size} values per bound but the image has "

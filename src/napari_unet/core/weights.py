@@ -95,14 +95,12 @@ def class_balance_weights(
     return _balance(inst > 0, mask)
 
 
-def _two_nearest_distances(
-    inst: np.ndarray, cutoff: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _two_nearest_distances(inst: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, distances to the nearest and second-nearest cell (inf beyond ``cutoff``).
 
     Each cell's distance transform is computed only in its bounding box dilated by ``cutoff``:
     the box contains the whole cell, so distances inside it are exact, and every pixel outside is
-    farther than ``cutoff`` from the cell.
+    farther than ``cutoff`` from the cell. Cells with no other cell in their box are skipped.
     """
     if inst.size and int(inst.max()) > inst.size:  # sparse huge ids: find_objects needs small ids
         inst = np.unique(inst, return_inverse=True)[1].reshape(inst.shape)
@@ -118,6 +116,10 @@ def _two_nearest_distances(
         y0, y1 = max(sl[0].start - r, 0), min(sl[0].stop + r, h)
         x0, x1 = max(sl[1].start - r, 0), min(sl[1].stop + r, w)
         crop = inst[y0:y1, x0:x1]
+        if not np.any((crop != 0) & (crop != cell_id)):
+            # no other cell within cutoff: by the triangle inequality d1 + d2 >= the distance
+            # between two cells, so this cell is never part of a pair with a non-zero term
+            continue
         dist = ndi.distance_transform_edt(crop != cell_id).astype(np.float32)
         b1 = d1[y0:y1, x0:x1]
         b2 = d2[y0:y1, x0:x1]
@@ -131,9 +133,7 @@ def _has_two_cells(inst: np.ndarray) -> bool:
     return ids.size > 0 and bool(np.any(ids != ids[0]))
 
 
-def _border_term(
-    inst: np.ndarray, w0: float, sigma: float, cutoff: float
-) -> np.ndarray:
+def _border_term(inst: np.ndarray, w0: float, sigma: float, cutoff: float) -> np.ndarray:
     """``w0 * exp(-(d1 + d2)^2 / (2 sigma^2))`` on background pixels, 0 elsewhere / past cutoff."""
     term = np.zeros(inst.shape, dtype=np.float32)
     if w0 == 0 or cutoff <= 0:
@@ -178,8 +178,9 @@ def weight_map(
     fg = inst > 0
     if isinstance(class_weights, str):
         if class_weights != "balanced":
-            raise ValueError(f"class_weights must be 'balanced', None or (w_bg, w_fg), "
-                             f"got {class_weights!r}")
+            raise ValueError(
+                f"class_weights must be 'balanced', None or (w_bg, w_fg), got {class_weights!r}"
+            )
         w_bg, w_fg = _balance(fg, mask)
     elif class_weights is None:
         w_bg, w_fg = 1.0, 1.0

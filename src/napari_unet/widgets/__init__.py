@@ -1,1 +1,1 @@
-"""napari widgets: thin Qt front-ends that gather inputs, run core functions in workers, show layers."""
+"""napari widgets: thin Qt front-ends that run core functions in workers and show layers."""

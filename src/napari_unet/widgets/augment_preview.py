@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 #: gap between the original and the preview, as a fraction of the image width
 PREVIEW_GAP = 0.05
 #: about this many arrows along the longer side of the displacement field
-ARROWS_PER_SIDE = 16
+ARROWS_PER_SIDE = 12
 
 
 def layer_choices(viewer: napari.viewer.Viewer, kind: str) -> list[tuple[str, Any]]:
@@ -29,13 +29,20 @@ def layer_choices(viewer: napari.viewer.Viewer, kind: str) -> list[tuple[str, An
     return [(layer.name, layer) for layer in viewer.layers if layer._type_string == kind]
 
 
-def connect_layer_list(viewer: napari.viewer.Viewer, callback: Any) -> None:
+_LIST_EVENTS = ("inserted", "removed", "reordered", "renamed")
+
+
+def connect_layer_list(viewer: napari.viewer.Viewer, callback: Any,
+                       disconnect: bool = False) -> None:
     """Call ``callback`` whenever layers are added, removed, reordered or renamed."""
     events = viewer.layers.events
-    for name in ("inserted", "removed", "reordered", "renamed"):
+    for name in _LIST_EVENTS:
         emitter = getattr(events, name, None)
         if emitter is not None:
-            emitter.connect(callback)
+            if disconnect:
+                emitter.disconnect(callback)
+            else:
+                emitter.connect(callback)
 
 
 def field_vectors(field: np.ndarray, step: int | None = None) -> np.ndarray:
@@ -106,6 +113,8 @@ class AugmentPreviewWidget(Container):
         self._random_seed.changed.connect(lambda v: setattr(self._seed, "enabled", not v))
         self._button.changed.connect(self.new_sample)
         connect_layer_list(napari_viewer, self.reset_choices)
+        self.native.destroyed.connect(
+            lambda *_: connect_layer_list(napari_viewer, self.reset_choices, disconnect=True))
         self._rng = np.random.default_rng()
         self._pick_default_labels()
 
@@ -157,6 +166,7 @@ class AugmentPreviewWidget(Container):
         )
         deformed, field = result[0], result[-1]
         width = spatial[-1]
+        n_layers = len(self._viewer.layers)
         out: dict[str, Any] = {"image": self._show_image(image_layer, deformed, channel_axis,
                                                          width)}
         if labels is not None and labels_layer is not None:
@@ -164,7 +174,7 @@ class AugmentPreviewWidget(Container):
                 self._viewer, np.asarray(result[1]), f"{labels_layer.name} deformed",
                 like=labels_layer, scale=list(labels_layer.scale)[-2:],
                 translate=preview_translate(labels_layer, width, like=image_layer)[-2:],
-                opacity=labels_layer.opacity,
+                opacity=labels_layer.opacity, colormap=labels_layer.colormap,
             )
         field_name = f"{image_layer.name} displacement"
         if self._show_field.value:
@@ -172,6 +182,8 @@ class AugmentPreviewWidget(Container):
         elif field_name in self._viewer.layers:
             self._viewer.layers.remove(field_name)
         self._status.value = f"seed {seed}: max |displacement| {_max_norm(field):.1f} px"
+        if len(self._viewer.layers) > n_layers:
+            self._viewer.reset_view()  # first preview: fit the originals and the preview
         return out
 
     def _current_plane(self, layer: Image, image: np.ndarray, channel_axis: int | None,
@@ -186,7 +198,8 @@ class AugmentPreviewWidget(Container):
             image = np.moveaxis(image, channel_axis, n_lead)
             channel_axis = 0
         spatial = _layers.spatial_shape(image, None if channel_axis is None else n_lead)
-        lead = tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(point, spatial[:n_lead]))
+        lead = tuple(int(np.clip(round(p), 0, n - 1))
+                     for p, n in zip(point[:n_lead], spatial[:n_lead], strict=True))
         image = image[lead]
         if labels is not None:
             labels = labels[lead]
@@ -217,11 +230,8 @@ class AugmentPreviewWidget(Container):
                 deformed = np.moveaxis(deformed, channel_axis, 0)
                 kwargs["metadata"] = {"channel_axis": 0}
                 scale, translate = [1.0, *scale], [0.0, *translate]
-        out = _layers.add_or_update_image(self._viewer, deformed, name, like=layer, scale=scale,
-                                          translate=translate, **kwargs)
-        if new:
-            self._viewer.reset_view()
-        return out
+        return _layers.add_or_update_image(self._viewer, deformed, name, like=layer, scale=scale,
+                                           translate=translate, **kwargs)
 
     def _show_field_layer(self, layer: Image, field: np.ndarray, width: int) -> Vectors:
         name = f"{layer.name} displacement"
@@ -236,8 +246,8 @@ class AugmentPreviewWidget(Container):
         if name in self._viewer.layers:
             self._viewer.layers.remove(name)
         return self._viewer.add_vectors(
-            vectors, name=name, scale=scale, translate=translate, edge_width=1.5,
-            edge_color="yellow", vector_style="arrow", length=1.0,
+            vectors, name=name, scale=scale, translate=translate, edge_width=1.2,
+            edge_color="gold", vector_style="arrow", length=1.0, opacity=0.8,
         )
 
 

@@ -7,7 +7,7 @@ GUI thread only validates inputs, relays progress and adds/updates the result la
 
 from __future__ import annotations
 
-import math
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +23,8 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from . import _notify
 from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
 from ._session import Prediction, get_session
+from .loss_plot import LazyProgressBar
 
 if TYPE_CHECKING:
     import napari
@@ -208,7 +209,8 @@ def predict_layer(
             return
         fg, labels = result
         try:
-            show_prediction(viewer, image_layer, fg, labels, channel_axis)
+            show_prediction(viewer, image_layer, fg, labels,
+                            channel_axis if channel_axis is not None else model_axis)
         except (RuntimeError, KeyError, ValueError) as exc:  # viewer closed or layer removed
             _notify.notify_warning(f"Prediction finished but could not be shown: {exc}")
             return
@@ -262,11 +264,15 @@ class PredictWidget(QWidget):
         self.predict_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.progress_bar = QProgressBar()
+        self.progress_bar = LazyProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # a changing text must not change the dock's size hint: that would relayout the
+        # viewer window and redraw its canvas on every step
+        self.status.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().height())
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -400,23 +406,22 @@ class PredictWidget(QWidget):
 
 
 def _make_cleanup(widget: PredictWidget) -> Callable[..., None]:
-    """Closure (no reference to the widget) that stops its work when Qt destroys it."""
+    """Callback for ``destroyed`` that stops the widget's worker and disconnects its handlers.
+
+    It holds the widget weakly so that it never keeps a closed viewer alive.
+    """
+    wref = weakref.ref(widget)
     events = widget.viewer.layers.events
     session = widget.session
-    refresh, show_model = widget.refresh_layers, widget._show_model
-    holder = {"w": widget}
 
     def cleanup(*_: Any) -> None:
-        w = holder.pop("w", None)
-        worker = getattr(w, "worker", None) if w is not None else None
-        if worker is not None:
-            worker.quit()
+        w = wref()
+        if w is None:
+            return
+        if w.worker is not None:
+            w.worker.quit()
         for event in (events.inserted, events.removed, events.moved):
-            event.disconnect(refresh)
-        session.model_changed.disconnect(show_model)
+            event.disconnect(w.refresh_layers)
+        session.model_changed.disconnect(w._show_model)
 
     return cleanup
-
-
-def _finite(value: float) -> bool:
-    return math.isfinite(value)

@@ -1,0 +1,172 @@
+"""Model speed on this CPU: reference 3x3 conv GFLOP/s, then U-Net training/inference.
+
+Run: ``.venv/bin/python benchmarks/bench_model.py [--quick]`` (2 threads, about 2-3 minutes).
+
+1. Reference: one big ``nn.Conv2d(64, 64, 3)`` forward on 1x64x256x256
+   (FLOPs = 2*Cin*Cout*9*H*W), best of a few runs, contiguous and channels_last; it is
+   re-measured right before every row because the 2 cores are shared (ratio "vs ref").
+2. Paper network (depth 4, 64 channels, valid, 572x572, batch 1): inference and one training
+   step (forward + backward + Adam step), FLOPs counted with ``FlopCounterMode``; achieved
+   GFLOP/s and the ratio to the reference conv (goal >= 70%).
+3. Candidates for ``DEFAULT_CONFIG``: training step on a batch of 4 patches (output 96x96,
+   the training default) and
+   inference of one ~512x512 tile, with their context (field of view).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
+
+PATCH_OUT = 96  # 4 training patches with a 96x96 output (training.DEFAULT_OUTPUT_PATCH)
+
+
+def best_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def count_flops(model: UNet, shape: tuple[int, ...], train: bool) -> int:
+    """FLOPs of a forward (+ backward) pass, counted on the meta device (no compute)."""
+    meta = copy.deepcopy(model).to("meta").train(train)
+    x = torch.zeros(shape, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            meta(x).sum().backward()
+        else:
+            with torch.no_grad():
+                meta(x)
+    return counter.get_total_flops()
+
+
+def reference_gflops(reps: int = 2) -> float:
+    """Best-of GFLOP/s of the reference conv (channels_last, the faster layout here)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 64, 256, 256).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        t = best_time(lambda: conv(x), reps)
+    return 2 * 64 * 64 * 9 * 256 * 256 / t / 1e9
+
+
+def reference_conv(reps: int) -> float:
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(1, 64, 256, 256)
+    flops = 2 * 64 * 64 * 9 * 256 * 256
+    best = 0.0
+    with torch.inference_mode():
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            c, xx = conv.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+            t = best_time(lambda c=c, xx=xx: c(xx), reps)
+            gf = flops / t / 1e9
+            print(
+                f"reference conv 64->64 3x3 on 256x256 ({fmt}): {t * 1e3:7.1f} ms {gf:6.1f} GFLOP/s"
+            )
+            best = max(best, gf)
+    return best
+
+
+def make_step(model: UNet, x: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    target = torch.randint(0, model.n_classes, (x.shape[0], *model.output_shape(x.shape[-2:])))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), target)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def measure(
+    name: str, model: UNet, shape: tuple[int, ...], reps: int, rows: list, train: bool = True
+) -> None:
+    """Time a training step (optional) and inference; ratio vs a reference conv run just before."""
+    x = torch.randn(shape)
+    if train:
+        model.train()
+        step = make_step(model, x)
+        flops = count_flops(model, shape, train=True)
+        ref = reference_gflops()
+        t = best_time(step, reps)
+        rows.append((name, "train step", shape, t, flops / 1e9, flops / t / 1e9, ref))
+    model.eval()
+
+    def infer() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    flops = count_flops(model, shape, train=False)
+    ref = reference_gflops()
+    t = best_time(infer, reps)
+    rows.append((name, "inference", shape, t, flops / 1e9, flops / t / 1e9, ref))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, no paper net")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    reps = 1 if args.quick else 2
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    reference_conv(3)
+    rows: list = []
+    if not args.quick:
+        # the paper network is slow here: warm-up doubles as the single timed run's cache fill
+        measure("paper d4 b64 valid", UNet(), (1, 1, 572, 572), 1, rows)
+    candidates = [
+        dict(depth=3, base_channels=16),
+        dict(depth=3, base_channels=32),
+        dict(depth=4, base_channels=16),
+        dict(depth=2, base_channels=32),
+    ]
+    for cand in candidates:
+        cfg = dict(DEFAULT_CONFIG, **cand)
+        model = UNet(**cfg)
+        name = f"d{cfg['depth']} b{cfg['base_channels']} {cfg['norm']} ctx{model.context}"
+        if cfg == DEFAULT_CONFIG:
+            name += " (DEFAULT)"
+        patch = model.valid_input_shape((PATCH_OUT, PATCH_OUT))
+        measure(name, model, (4, 1, *patch), reps, rows, train=True)
+        n = model._valid_len_at_most(512)  # one CPU default tile
+        measure(name, model, (1, 1, n, n), reps, rows, train=False)
+
+    print()
+    print(
+        f"{'network':30s} {'task':10s} {'input':18s} {'time s':>7s} {'GFLOP':>7s} "
+        f"{'GFLOP/s':>8s} {'ref':>6s} {'vs ref':>6s}"
+    )
+    for name, kind, shape, t, gfl, gfs, ref in rows:
+        print(
+            f"{name:30s} {kind:10s} {str(shape):18s} {t:7.3f} {gfl:7.1f} {gfs:8.1f} "
+            f"{ref:6.1f} {gfs / ref * 100:5.0f}%"
+        )
+    print(
+        f"\nref = channels_last reference conv GFLOP/s measured just before each row "
+        f"(the machine is shared); load average now {os.getloadavg()[0]:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

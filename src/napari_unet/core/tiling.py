@@ -1,0 +1,417 @@
+"""Overlap-tile prediction of images of any size (Ronneberger et al. 2015, Fig. 2).
+
+The image is extended by mirroring at its border (``reflect``, repeated for tiny images) and cut
+into tiles whose outputs tile the image. Tiles are read lazily from the image, one batch at a
+time, through reflected index arrays, so no padded copy of the image is made: the output array is
+the only full-size buffer (plus, without ``norm_range``, one pass over each slice to compute its
+percentiles).
+
+- ``padding="valid"`` networks: tile output origins are multiples of ``model.shape_multiple`` and
+  each tile's input starts ``model.context`` pixels before its output, so the tiled result equals
+  the whole-image result (a single tile over the mirrored image) up to float rounding.
+- ``padding="same"`` networks: tiles overlap by ``model.context`` (the halo) on each side and only
+  their centres are kept; origins are also multiples of ``shape_multiple``. With batch norm (eval)
+  or no norm the result matches the whole-image one to ~1e-5; with group norm the statistics are
+  per tile, so the result depends (slightly) on the tiling.
+
+:func:`predict_region` predicts a window of a large 2D array-like (zarr, dask, memmap) reading only
+the tiles in flight (plus their context) when ``norm_range`` is given; its result equals the same
+window of :func:`predict_tiled` on the whole image.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .device import free_device_memory, resolve_device
+from .model import UNet
+from .normalize import apply_range, percentile_range, range_to_offset_scale, to_channels_first
+
+# default tile (network input) edge per device type; see benchmarks/README.md "Tiled prediction"
+DEFAULT_TILE_SIZE = {"cpu": 512, "mps": 768, "cuda": 1024}
+DEFAULT_NORMALIZATION = {"low": 1.0, "high": 99.8}
+
+
+class PredictionCancelled(RuntimeError):
+    """Raised by predict_tiled / predict_region when ``cancel()`` returned True."""
+
+
+def reflect_indices(start: int, length: int, n: int) -> np.ndarray:
+    """Indices ``start .. start+length-1`` mirrored into ``[0, n)`` (numpy "reflect", repeated)."""
+    idx = np.arange(start, start + length)
+    if n == 1:
+        return np.zeros(length, dtype=np.intp)
+    period = 2 * (n - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= n, period - idx, idx).astype(np.intp)
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    """One tile position along an axis (image coordinates)."""
+
+    in_start: int  # first input pixel (may be negative / beyond the image: mirrored)
+    out_origin: int  # image coordinate of the tile's first output pixel
+    dst_start: int  # part of the output written by this tile: [dst_start, dst_stop)
+    dst_stop: int
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    tile_len: int  # network input length
+    tiles: tuple[AxisTile, ...]
+
+
+def _plan_axis(model: UNet, start: int, stop: int, tile_len: int) -> AxisPlan:
+    """Tiles covering output ``[start, stop)`` of one axis, origins aligned to shape_multiple."""
+    m = model.shape_multiple
+    a0 = start // m * m
+    need = stop - a0
+    if model.padding == "valid":
+        lead = model.context
+        smallest = model._valid_len(m + 2 * lead)  # output >= one shape_multiple
+        if tile_len < smallest:
+            raise ValueError(f"tile_size must be at least {smallest} px for this network")
+        tile_len = model._valid_len_at_most(tile_len)
+        single = model._valid_len(need + 2 * lead)
+        tile_len = min(tile_len, single)
+        cover = model._out_len(tile_len)
+        assert cover is not None
+        out_shift = 0  # tile output index 0 sits at image coordinate ``origin``
+    else:
+        lead = model.context
+        tile_len = tile_len // m * m
+        smallest = 2 * lead + m
+        if tile_len < smallest:
+            raise ValueError(f"tile_size must be at least {smallest} px for this network")
+        tile_len = min(tile_len, -(-need // m) * m + 2 * lead)
+        cover = tile_len - 2 * lead
+        out_shift = lead  # tile output index 0 sits at ``origin - lead``
+    step = max(cover // m * m, m)
+    tiles: list[AxisTile] = []
+    origin, prev_end = a0, start
+    while True:
+        end = min(origin + cover, stop)
+        tiles.append(AxisTile(origin - lead, origin - out_shift, max(prev_end, origin), end))
+        prev_end = end
+        if end >= stop:
+            break
+        # next origin; the last tile is moved back (staying aligned) to read less mirrored data
+        origin = min(origin + step, max(a0, -(-(stop - cover) // m) * m))
+    return AxisPlan(tile_len, tuple(tiles))
+
+
+def _requested_tile(tile_size: int | Sequence[int] | None, device: torch.device) -> tuple[int, int]:
+    if tile_size is None:
+        t = DEFAULT_TILE_SIZE.get(device.type, 512)
+        return t, t
+    if isinstance(tile_size, (int, np.integer)) and not isinstance(tile_size, bool):
+        return int(tile_size), int(tile_size)
+    try:
+        th, tw = (int(v) for v in tile_size)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"tile_size must be an int or (h, w), got {tile_size!r}") from None
+    return th, tw
+
+
+@dataclass
+class _Source:
+    """Reads mirrored, normalized ``(C, th, tw)`` tiles from one slice of an array-like."""
+
+    image: Any
+    lead: tuple[int, ...]  # index of the slice in the leading (stack) axes
+    has_channel: bool
+    offset: np.ndarray | None  # normalization (None: no normalization)
+    scale: np.ndarray | None
+
+    def read(self, y0: int, th: int, x0: int, tw: int) -> np.ndarray:
+        ny, nx = self.image.shape[-2], self.image.shape[-1]
+        chan = (slice(None),) if self.has_channel else ()
+        if y0 >= 0 and x0 >= 0 and y0 + th <= ny and x0 + tw <= nx:
+            window = (slice(y0, y0 + th), slice(x0, x0 + tw))
+            block = np.asarray(self.image[self.lead + chan + window])
+        else:
+            iy = reflect_indices(y0, th, ny)
+            ix = reflect_indices(x0, tw, nx)
+            ylo, yhi, xlo, xhi = iy.min(), iy.max() + 1, ix.min(), ix.max() + 1
+            block = np.asarray(self.image[self.lead + chan + (slice(ylo, yhi), slice(xlo, xhi))])
+            block = block[..., iy - ylo, :][..., ix - xlo]
+        if not self.has_channel:
+            block = block[None]
+        if block.dtype.kind in "fc" and not np.isfinite(block).all():
+            raise ValueError("image contains NaN or infinite values; replace them first")
+        if self.offset is None or self.scale is None:
+            return np.asarray(block, dtype=np.float32)
+        return apply_range(block, self.offset, self.scale, channel_dim=True)
+
+
+def _normalization(
+    model: UNet,
+    image: Any,
+    lead: tuple[int, ...],
+    has_channel: bool,
+    normalize: bool,
+    norm_range: tuple[Any, Any] | None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if not normalize:
+        return None, None
+    n_ch = model.in_channels
+    if norm_range is not None:
+        if len(norm_range) != 2:
+            raise ValueError(f"norm_range must be (lo, hi), got {norm_range!r}")
+        offset, scale = range_to_offset_scale(*norm_range)
+    else:
+        settings = dict(DEFAULT_NORMALIZATION)
+        settings.update(model.metadata.get("normalization", {}) or {})
+        plane = np.asarray(image[lead])
+        lo, hi = percentile_range(
+            plane, float(settings["low"]), float(settings["high"]), -3 if has_channel else None
+        )
+        offset, scale = range_to_offset_scale(lo, hi)
+    if offset.ndim == 0 or offset.size == 1:
+        offset = np.full(n_ch, offset.reshape(-1)[0])
+        scale = np.full(n_ch, scale.reshape(-1)[0])
+    if offset.shape != (n_ch,):
+        raise ValueError(f"norm_range has {offset.size} values per bound, model expects {n_ch}")
+    return offset, scale
+
+
+def _layout(model: UNet, image: Any, channel_axis: int | None) -> tuple[Any, bool]:
+    """Return the image with channels at -3 (when it has them) and whether it has them."""
+    shape = tuple(image.shape)
+    c = model.in_channels
+    if channel_axis is not None:
+        image = to_channels_first(image, channel_axis)
+        if image.shape[-3] != c:
+            raise ValueError(
+                f"model expects {c} channels, image has {image.shape[-3]} along "
+                f"channel_axis={channel_axis} (shape {shape})"
+            )
+        return image, True
+    if len(shape) < 2:
+        raise ValueError(f"image must have at least 2 dimensions (Y, X), got shape {shape}")
+    if c == 1:
+        if len(shape) == 3 and shape[-1] in (3, 4) and shape[-2] > 4:
+            raise ValueError(
+                f"image of shape {shape} looks like RGB(A) with channels last; pass "
+                f"channel_axis=-1 (with a {shape[-1]}-channel model), or convert it to grey"
+            )
+        return image, False
+    if len(shape) < 3 or shape[-3] != c:
+        hint = " (pass channel_axis=-1 for channels last)" if shape[-1] == c else ""
+        raise ValueError(
+            f"model expects {c} channels, image has shape {shape}: need (..., {c}, Y, X){hint}"
+        )
+    return image, True
+
+
+def _parse_region(region: Any, ny: int, nx: int) -> tuple[int, int, int, int]:
+    if region is None:
+        return 0, ny, 0, nx
+    try:
+        ry, rx = region
+    except (TypeError, ValueError):
+        raise ValueError(f"region must be (rows, cols) slices or pairs, got {region!r}") from None
+    bounds = []
+    for r, n in ((ry, ny), (rx, nx)):
+        if isinstance(r, slice):
+            if r.step not in (None, 1):
+                raise ValueError("region slices must have step 1")
+            lo, hi, _ = r.indices(n)
+        else:
+            lo, hi = (int(v) for v in r)
+        if not 0 <= lo < hi <= n:
+            raise ValueError(f"region {r!r} is empty or outside the image axis of length {n}")
+        bounds += [lo, hi]
+    return bounds[0], bounds[1], bounds[2], bounds[3]
+
+
+def iter_tiles(
+    model: UNet,
+    shape: tuple[int, int],
+    tile_size: int | Sequence[int] | None = None,
+    region: Any = None,
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[tuple[int, int], tuple[slice, slice], tuple[slice, slice]]]:
+    """Yield ``((in_y, in_x), dst, src)`` for each tile of a ``(Y, X)`` image.
+
+    ``(in_y, in_x)`` is the (possibly negative) input origin of a tile of size
+    ``tile_shape(...)``; ``out[dst] = tile_output[src]`` assembles the result
+    (``dst`` relative to ``region``'s origin).
+    """
+    ny, nx = int(shape[-2]), int(shape[-1])
+    y0, y1, x0, x1 = _parse_region(region, ny, nx)
+    th, tw = _requested_tile(tile_size, resolve_device(device))
+    py, px = _plan_axis(model, y0, y1, th), _plan_axis(model, x0, x1, tw)
+    for ty in py.tiles:
+        for tx in px.tiles:
+            dst = (
+                slice(ty.dst_start - y0, ty.dst_stop - y0),
+                slice(tx.dst_start - x0, tx.dst_stop - x0),
+            )
+            src = (
+                slice(ty.dst_start - ty.out_origin, ty.dst_stop - ty.out_origin),
+                slice(tx.dst_start - tx.out_origin, tx.dst_stop - tx.out_origin),
+            )
+            yield (ty.in_start, tx.in_start), dst, src
+
+
+def predict_region(
+    model: UNet,
+    image: Any,
+    region: Any = None,
+    *,
+    tile_size: int | Sequence[int] | None = None,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    channel_axis: int | None = None,
+    normalize: bool = True,
+    norm_range: tuple[Any, Any] | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    out: Any = None,
+    amp: bool = True,
+) -> Any:
+    """Class probabilities for ``region`` (rows, cols) of the last two axes of ``image``.
+
+    ``region=None`` is the whole image (this is :func:`predict_tiled`). Context around the
+    region is read from the image itself (mirroring only at the real image border), so the
+    result equals the same window of the whole-image prediction. ``out`` (optional) receives the
+    result, shape ``(..., n_classes, h, w)``, any array-like supporting slice assignment.
+    ``tile_size`` is the network input size per tile (rounded down to a valid size; default per
+    device: DEFAULT_TILE_SIZE). ``amp`` enables float16 autocast on CUDA.
+    """
+    if not isinstance(model, UNet):
+        raise ValueError(f"model must be a napari_unet UNet, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
+        image = np.asarray(image)
+    if getattr(image, "dtype", None) is not None and np.dtype(image.dtype).kind not in "biuf":
+        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+    dev = resolve_device(device)
+    image, has_channel = _layout(model, image, channel_axis)
+    shape = tuple(int(s) for s in image.shape)
+    ny, nx = shape[-2], shape[-1]
+    if ny < 1 or nx < 1:
+        raise ValueError(f"image is empty (shape {shape})")
+    y0, y1, x0, x1 = _parse_region(region, ny, nx)
+    lead_shape = shape[: len(shape) - 2 - int(has_channel)]
+    th, tw = _requested_tile(tile_size, dev)
+    py, px = _plan_axis(model, y0, y1, th), _plan_axis(model, x0, x1, tw)
+    out_shape = lead_shape + (model.n_classes, y1 - y0, x1 - x0)
+    if out is None:
+        out = np.empty(out_shape, dtype=np.float32)
+    elif tuple(out.shape) != out_shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected {out_shape}")
+
+    leads = list(np.ndindex(*lead_shape)) if lead_shape else [()]
+    per_slice = len(py.tiles) * len(px.tiles)
+    total = len(leads) * per_slice
+    jobs = ((lead, ty, tx) for lead in leads for ty in py.tiles for tx in px.tiles)
+    sources: dict[tuple[int, ...], _Source] = {}
+
+    param = next(model.parameters(), None)
+    orig_device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    use_amp = amp and dev.type == "cuda"
+    batch = np.empty((batch_size, model.in_channels, py.tile_len, px.tile_len), dtype=np.float32)
+    done = 0
+    try:
+        model.eval().to(dev)
+        while done < total:
+            if cancel is not None and cancel():
+                raise PredictionCancelled("prediction cancelled")
+            chunk = list(itertools.islice(jobs, batch_size))
+            for b, (lead, ty, tx) in enumerate(chunk):
+                src = sources.get(lead)
+                if src is None:
+                    sources.clear()  # keep only the current slice's statistics
+                    off, sc = _normalization(model, image, lead, has_channel, normalize, norm_range)
+                    src = sources[lead] = _Source(image, lead, has_channel, off, sc)
+                batch[b] = src.read(ty.in_start, py.tile_len, tx.in_start, px.tile_len)
+            x = torch.from_numpy(batch[: len(chunk)]).to(dev, non_blocking=True)
+            with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=use_amp):
+                probs = torch.softmax(model(x).float(), dim=1)
+            probs_np = probs.cpu().numpy()
+            for b, (lead, ty, tx) in enumerate(chunk):
+                sy = slice(ty.dst_start - ty.out_origin, ty.dst_stop - ty.out_origin)
+                sx = slice(tx.dst_start - tx.out_origin, tx.dst_stop - tx.out_origin)
+                dy = slice(ty.dst_start - y0, ty.dst_stop - y0)
+                dx = slice(tx.dst_start - x0, tx.dst_stop - x0)
+                out[lead + (slice(None), dy, dx)] = probs_np[b, :, sy, sx]
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    finally:
+        model.train(was_training)
+        model.to(orig_device)
+        if dev.type != "cpu":
+            free_device_memory(dev)
+    return out
+
+
+def predict_tiled(
+    model: UNet,
+    image: Any,
+    *,
+    tile_size: int | Sequence[int] | None = None,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    channel_axis: int | None = None,
+    normalize: bool = True,
+    norm_range: tuple[Any, Any] | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Softmax class probabilities (float32) of ``image`` by overlap-tile prediction.
+
+    Shapes: ``(Y, X)`` or ``(C, Y, X)`` -> ``(n_classes, Y, X)``; a stack ``(Z, Y, X)`` or
+    ``(Z, C, Y, X)`` -> ``(Z, n_classes, Y, X)``, predicted slice by slice. ``channel_axis``
+    says where the channels are when not at -3. With ``normalize``, each slice is scaled with the
+    percentiles in ``model.metadata["normalization"]`` (default 1 / 99.8), or with ``norm_range``
+    when given. ``progress(done, total)`` counts tiles and is called after each batch;
+    ``cancel()`` returning True raises :class:`PredictionCancelled`. The model's device and
+    train/eval mode are restored afterwards. Any image size works, also smaller than one tile.
+    """
+    return predict_region(
+        model,
+        image,
+        None,
+        tile_size=tile_size,
+        batch_size=batch_size,
+        device=device,
+        channel_axis=channel_axis,
+        normalize=normalize,
+        norm_range=norm_range,
+        progress=progress,
+        cancel=cancel,
+    )
+
+
+def tile_shape(
+    model: UNet, shape: tuple[int, int], tile_size: Any = None, device: str | torch.device = "cpu"
+) -> tuple[int, int]:
+    """The network input shape of the tiles used for an image (region) of ``shape``."""
+    th, tw = _requested_tile(tile_size, resolve_device(device))
+    return (
+        _plan_axis(model, 0, int(shape[-2]), th).tile_len,
+        _plan_axis(model, 0, int(shape[-1]), tw).tile_len,
+    )
+
+
+__all__ = [
+    "DEFAULT_TILE_SIZE",
+    "PredictionCancelled",
+    "iter_tiles",
+    "predict_region",
+    "predict_tiled",
+    "reflect_indices",
+    "tile_shape",
+]

@@ -1,0 +1,500 @@
+"""Train a U-Net on sparse (painted) or dense labels; ``train()`` is a step-by-step generator.
+
+One step = one Adam update on a batch of random patches:
+
+1. Patch centres are drawn on labeled pixels (a fraction ``foreground_fraction`` on cell
+   pixels, the rest on other labeled pixels), over all images in proportion to their labeled
+   pixels.  The input patch is the network's valid input for the output patch around the
+   centre; outside the image it is mirrored (the image is reflected, the labels count as
+   unlabeled there), so cells at the border are trained with real-looking context.
+2. ``random_augment`` applies one random rotation/flip/elastic deformation to the input-sized
+   image patch, its instance labels and its labeled mask, plus an intensity jitter.
+3. ``weight_map`` (class balance + the U-Net border term, 0 where unlabeled) is computed on the
+   input-sized patch (so distances to cells just outside the output are right) and cropped
+   to the output like the labels.
+4. The loss is the weighted pixel-wise cross-entropy ``sum(w * ce) / sum(w)``.
+
+Learning rate: linear warm-up over the first ``min(10, steps // 10)`` steps, then a cosine decay
+to 5% of ``learning_rate`` at the end (by step count, or by elapsed time when ``minutes`` is
+set).  The warm-up avoids the first large Adam steps wrecking a fine-tuned model; the decay lets
+the last steps settle, which matters for short interactive runs.
+
+BatchNorm layers stay in train mode during training (batch statistics); the running averages
+they keep are what ``model.eval()`` predicts with afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import random_augment
+from .device import free_device_memory, resolve_device
+from .labels import NO_LABELS_MESSAGE, split_labels, validate_pair
+from .normalize import percentile_normalize, to_channels_first
+from .weights import weight_map
+
+__all__ = [
+    "NORMALIZATION",
+    "TrainConfig",
+    "TrainProgress",
+    "check_training_data",
+    "default_patch_size",
+    "train",
+    "train_to_completion",
+]
+
+NORMALIZATION = {"low": 1.0, "high": 99.8}
+# Output patch side used when TrainConfig.patch_size is None (see default_patch_size).
+DEFAULT_OUTPUT_PATCH = 96
+# At most this many candidate centres are kept per image and class (a random subset).
+_MAX_CENTRES = 1 << 20
+_FINAL_LR_FRACTION = 0.05
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (all JSON-able; stored in ``model.metadata["training"]``).
+
+    ``minutes`` (a time budget) replaces ``steps`` when set.  ``patch_size`` is the side of the
+    output patch (None: :func:`default_patch_size`).  ``dense=True`` means 0 is background and
+    every pixel counts; otherwise 0 is unlabeled, 1 background and >= 2 cells.
+    ``mixed_precision`` is only used on CUDA.  ``foreground_fraction`` is how often a patch
+    centre is drawn on a cell pixel rather than on another labeled pixel.
+    """
+
+    steps: int = 300
+    minutes: float | None = None
+    learning_rate: float = 1e-3
+    batch_size: int = 4
+    patch_size: int | None = None
+    augment: bool = True
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    w0: float = 10.0
+    sigma: float = 5.0
+    dense: bool = False
+    device: str = "auto"
+    mixed_precision: bool = True
+    seed: int | None = None
+    num_threads: int | None = None
+    foreground_fraction: float = 0.5
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot work."""
+
+        def positive(name: str, value: float | None, integer: bool = False) -> None:
+            if value is None:
+                return
+            bad = isinstance(value, bool) or (integer and not isinstance(value, int | np.integer))
+            if bad or not np.isfinite(value) or value <= 0:
+                kind = "a positive integer" if integer else "a positive number"
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+        positive("steps", self.steps, integer=True)
+        positive("minutes", self.minutes)
+        positive("learning_rate", self.learning_rate)
+        positive("batch_size", self.batch_size, integer=True)
+        positive("patch_size", self.patch_size, integer=True)
+        positive("elastic_grid", self.elastic_grid, integer=True)
+        positive("sigma", self.sigma)
+        positive("num_threads", self.num_threads, integer=True)
+        if not np.isfinite(self.elastic_sigma) or self.elastic_sigma < 0:
+            raise ValueError(f"elastic_sigma must be >= 0, got {self.elastic_sigma!r}")
+        if not np.isfinite(self.w0) or self.w0 < 0:
+            raise ValueError(f"w0 must be >= 0, got {self.w0!r}")
+        if not 0.0 <= self.foreground_fraction <= 1.0:
+            raise ValueError(
+                f"foreground_fraction must be in [0, 1], got {self.foreground_fraction!r}"
+            )
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string such as 'auto', got {self.device!r}")
+
+
+@dataclass
+class TrainProgress:
+    """State after one optimizer step (``eta_s``/``total_steps`` are estimates with ``minutes``)."""
+
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    elapsed_s: float
+    eta_s: float
+    device: str
+    done: bool = False
+
+    @property
+    def lr(self) -> float:
+        """Alias of ``learning_rate`` (the name used in docs/DESIGN.md)."""
+        return self.learning_rate
+
+
+@dataclass
+class _Slice:
+    """One 2D training image: normalized ``(C, Y, X)`` image, instances, mask, centres."""
+
+    image: np.ndarray
+    instances: np.ndarray
+    mask: np.ndarray
+    fg: np.ndarray  # flat indices of labeled cell pixels (candidate patch centres)
+    bg: np.ndarray  # flat indices of other labeled pixels
+
+
+def _as_list(x: Any, name: str) -> list[np.ndarray]:
+    if isinstance(x, np.ndarray) or not isinstance(x, Sequence | tuple):
+        return [np.asarray(x)]
+    if len(x) == 0:
+        raise ValueError(f"no {name} given")
+    return [np.asarray(a) for a in x]
+
+
+def _make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    base = TrainConfig() if config is None else config
+    if not isinstance(base, TrainConfig):
+        raise ValueError(f"config must be a TrainConfig, got {type(base).__name__}")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {unknown}; valid: {sorted(names)}")
+    cfg = dataclasses.replace(base, **overrides)
+    cfg.validate()
+    return cfg
+
+
+def _candidates(flags: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    idx = np.flatnonzero(flags)
+    if idx.size > _MAX_CENTRES:
+        idx = rng.choice(idx, _MAX_CENTRES, replace=False)
+    return idx.astype(np.int64)
+
+
+def _normalize(image: np.ndarray) -> np.ndarray:
+    """Scale one ``(C, Y, X)`` slice like ``predict_tiled`` does: per slice and per channel."""
+    return np.ascontiguousarray(
+        percentile_normalize(image, NORMALIZATION["low"], NORMALIZATION["high"], channel_axis=0),
+        dtype=np.float32,
+    )
+
+
+def _prepare(
+    model: torch.nn.Module,
+    images: Any,
+    labels: Any,
+    cfg: TrainConfig,
+    channel_axis: int | None,
+    rng: np.random.Generator,
+) -> list[_Slice]:
+    """Validate, normalize and split all image/label pairs into 2D training slices."""
+    image_list = _as_list(images, "images")
+    label_list = _as_list(labels, "labels")
+    if len(image_list) != len(label_list):
+        raise ValueError(f"got {len(image_list)} images but {len(label_list)} label images")
+    in_channels = int(model.in_channels)
+    slices: list[_Slice] = []
+    for img, lab in zip(image_list, label_list, strict=True):
+        for message in validate_pair(
+            img, lab, cfg.dense, channel_axis, in_channels=in_channels, require_labels=False
+        ):
+            warnings.warn(message, UserWarning, stacklevel=3)
+        img = to_channels_first(img, channel_axis)
+        if img.ndim == lab.ndim:
+            if in_channels != 1:
+                raise ValueError(
+                    f"the model expects {in_channels} channels (axis -3) but image shape "
+                    f"{img.shape} matches labels shape {lab.shape}"
+                )
+            img = img[..., None, :, :]
+        if img.shape[-3] != in_channels:
+            raise ValueError(
+                f"the model expects {in_channels} channel(s), but image shape {img.shape} has "
+                f"{img.shape[-3]} on axis -3 (labels shape {lab.shape})"
+            )
+        instances, mask = split_labels(lab, cfg.dense)
+        img = img.reshape((-1, *img.shape[-3:]))
+        instances = instances.reshape((-1, *instances.shape[-2:]))
+        mask = mask.reshape((-1, *mask.shape[-2:]))
+        for z in range(img.shape[0]):
+            if not mask[z].any():
+                continue  # an unpainted slice of a stack
+            cells = instances[z] > 0
+            slices.append(
+                _Slice(
+                    image=_normalize(img[z]),
+                    instances=instances[z],
+                    mask=mask[z],
+                    fg=_candidates(cells & mask[z], rng),
+                    bg=_candidates(~cells & mask[z], rng),
+                )
+            )
+    if not slices:
+        raise ValueError(NO_LABELS_MESSAGE)
+    first_cell = 1 if cfg.dense else 2
+    if not any(s.fg.size for s in slices):
+        raise ValueError(f"no cells labeled: paint at least one cell (label >= {first_cell})")
+    if not any(s.bg.size for s in slices):
+        raise ValueError(
+            "no background labeled: paint some background (label 1)"
+            if not cfg.dense
+            else "the labels contain no background (0): every pixel is a cell"
+        )
+    return slices
+
+
+def default_patch_size(model: torch.nn.Module, slices_shape: Sequence[tuple[int, int]]) -> int:
+    """Output patch side: ``DEFAULT_OUTPUT_PATCH`` px, or less for images smaller than that."""
+    largest = max(max(shape) for shape in slices_shape)
+    return max(1, min(DEFAULT_OUTPUT_PATCH, largest))
+
+
+def _reflect_index(start: int, length: int, size: int) -> np.ndarray:
+    """Indices ``start..start+length`` mirrored into ``[0, size)`` (numpy 'reflect' padding)."""
+    idx = np.arange(start, start + length)
+    if size == 1:
+        return np.zeros(length, dtype=np.intp)
+    period = 2 * size - 2
+    idx = np.mod(idx, period)
+    return np.where(idx >= size, period - idx, idx).astype(np.intp)
+
+
+class _PatchSampler:
+    """Draws augmented ``(image, target, weight)`` training patches."""
+
+    def __init__(
+        self,
+        slices: list[_Slice],
+        cfg: TrainConfig,
+        in_shape: tuple[int, int],
+        out_shape: tuple[int, int],
+        rng: np.random.Generator,
+    ) -> None:
+        self.slices = slices
+        self.cfg = cfg
+        self.in_shape = in_shape
+        self.out_shape = out_shape
+        self.offset = ((in_shape[0] - out_shape[0]) // 2, (in_shape[1] - out_shape[1]) // 2)
+        self.rng = rng
+        self.fg_counts = np.array([s.fg.size for s in slices], dtype=np.float64)
+        self.bg_counts = np.array([s.bg.size for s in slices], dtype=np.float64)
+
+    def _centre(self) -> tuple[_Slice, int, int]:
+        use_fg = self.bg_counts.sum() == 0 or (
+            self.fg_counts.sum() > 0 and self.rng.random() < self.cfg.foreground_fraction
+        )
+        counts = self.fg_counts if use_fg else self.bg_counts
+        s = self.slices[int(self.rng.choice(len(self.slices), p=counts / counts.sum()))]
+        pool = s.fg if use_fg else s.bg
+        flat = int(pool[self.rng.integers(pool.size)])
+        cy, cx = divmod(flat, s.mask.shape[1])
+        return s, cy, cx
+
+    def _extract(self, s: _Slice, cy: int, cx: int):
+        (ih, iw), (oh, ow), (py, px) = self.in_shape, self.out_shape, self.offset
+        top, left = cy - oh // 2 - py, cx - ow // 2 - px
+        h, w = s.mask.shape
+        ys, xs = np.arange(top, top + ih), np.arange(left, left + iw)
+        image = s.image[:, _reflect_index(top, ih, h)[:, None], _reflect_index(left, iw, w)]
+        inside = ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
+        yc, xc = np.clip(ys, 0, h - 1)[:, None], np.clip(xs, 0, w - 1)[None, :]
+        instances = np.where(inside, s.instances[yc, xc], 0).astype(np.int32)
+        mask = inside & s.mask[yc, xc]
+        return image, instances, mask
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One patch: image ``(C, in_h, in_w)``, target and weights ``(out_h, out_w)``."""
+        (oh, ow), (py, px) = self.out_shape, self.offset
+        for _ in range(10):
+            image, instances, mask = self._extract(*self._centre())
+            if self.cfg.augment:
+                image, instances, mask = random_augment(
+                    image,
+                    instances,
+                    self.rng,
+                    elastic=self.cfg.elastic_sigma > 0,
+                    grid=self.cfg.elastic_grid,
+                    sigma=self.cfg.elastic_sigma,
+                    weights=mask.astype(np.uint8),
+                )
+                mask = mask.astype(bool)
+            weights = weight_map(instances, self.cfg.w0, self.cfg.sigma, labeled_mask=mask)
+            weights = weights[py : py + oh, px : px + ow]
+            if weights.any():  # an augmented patch can lose its labeled pixels; draw again
+                break
+        target = (instances[py : py + oh, px : px + ow] > 0).astype(np.int64)
+        return np.ascontiguousarray(image, dtype=np.float32), target, weights
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        patches = [self.sample() for _ in range(n)]
+        return tuple(torch.from_numpy(np.stack(p)) for p in zip(*patches, strict=True))
+
+
+def _lr_factor(step: int, fraction: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``_FINAL_LR_FRACTION``."""
+    warm = min(1.0, (step + 1) / max(warmup, 1))
+    fraction = min(max(fraction, 0.0), 1.0)
+    floor = _FINAL_LR_FRACTION
+    cosine = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * fraction))
+    return warm * cosine
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """``sum(w * ce) / sum(w)`` over all pixels (0 when no pixel has weight)."""
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    return (ce * weights).sum() / weights.sum().clamp_min(1e-8)
+
+
+def _check_model(model: torch.nn.Module) -> None:
+    n_classes = int(model.n_classes)
+    if n_classes < 2:
+        raise ValueError(f"training needs a model with n_classes >= 2, got {n_classes}")
+
+
+def check_training_data(
+    model: torch.nn.Module,
+    images: Any,
+    labels: Any,
+    config: TrainConfig | None = None,
+    *,
+    channel_axis: int | None = None,
+    **overrides: Any,
+) -> list[str]:
+    """Run :func:`train`'s checks without training: ``ValueError`` or a list of warnings.
+
+    ``train`` is a generator, so its checks only run at the first ``next()``; a widget or CLI
+    can call this first to report bad input before starting a worker.
+    """
+    cfg = _make_config(config, overrides)
+    _check_model(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _prepare(model, images, labels, cfg, channel_axis, np.random.default_rng(0))
+    return [str(w.message) for w in caught]
+
+
+def train(
+    model: torch.nn.Module,
+    images: Any,
+    labels: Any,
+    config: TrainConfig | None = None,
+    *,
+    channel_axis: int | None = None,
+    **overrides: Any,
+) -> Generator[TrainProgress, None, None]:
+    """Train ``model`` in place, yielding a :class:`TrainProgress` after every optimizer step.
+
+    ``images``/``labels``: one array or a list; 2D ``(Y, X)``, multichannel ``(C, Y, X)``
+    (``channel_axis`` says where C is if not at -3), or stacks ``(Z, [C,] Y, X)`` whose slices
+    are separate training images.  ``overrides`` replace fields of ``config``.  Validation
+    happens at the first ``next()`` (``ValueError`` for bad input).  Closing the generator
+    stops after the last finished step; in every case the model ends in eval mode, on the CPU,
+    with device memory freed.  A model loaded from a checkpoint is simply fine-tuned.
+    """
+    cfg = _make_config(config, overrides)
+    _check_model(model)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
+    slices = _prepare(model, images, labels, cfg, channel_axis, rng)
+
+    side = cfg.patch_size or default_patch_size(model, [s.mask.shape for s in slices])
+    in_shape = tuple(model.valid_input_shape((side, side)))
+    out_shape = tuple(model.output_shape(in_shape))
+    sampler = _PatchSampler(slices, cfg, in_shape, out_shape, rng)
+
+    settings = dataclasses.asdict(cfg)
+    settings.update(
+        patch_size=side,
+        input_patch_shape=list(in_shape),
+        output_patch_shape=list(out_shape),
+        n_images=len(slices),
+        steps_completed=0,
+    )
+    if not isinstance(getattr(model, "metadata", None), dict):
+        model.metadata = {}
+    model.metadata["normalization"] = dict(NORMALIZATION)
+    model.metadata["in_channels"] = int(model.in_channels)
+    model.metadata["training"] = settings
+
+    device = resolve_device(cfg.device)
+    device_name = str(device)
+    use_amp = bool(cfg.mixed_precision) and torch.device(device).type == "cuda"
+    old_threads = torch.get_num_threads()
+    optimizer = scaler = None
+    try:
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        model.to(device)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
+        total = cfg.steps
+        warmup = 10 if budget_s is not None else min(10, max(1, total // 10))
+        start = time.perf_counter()
+        step = 0
+        while True:
+            elapsed = time.perf_counter() - start
+            fraction = step / total if budget_s is None else elapsed / budget_s
+            lr = cfg.learning_rate * _lr_factor(step, fraction, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, target, weights = sampler.batch(cfg.batch_size)
+            x, target, weights = x.to(device), target.to(device), weights.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                logits = model(x)
+            loss = weighted_cross_entropy(logits, target, weights)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            settings["steps_completed"] = step
+            elapsed = time.perf_counter() - start
+            if budget_s is None:
+                done = step >= total
+                eta = elapsed / step * (total - step)
+            else:
+                done = elapsed >= budget_s
+                total = step if done else max(step + 1, round(step * budget_s / elapsed))
+                eta = max(budget_s - elapsed, 0.0)
+            yield TrainProgress(
+                step=step,
+                total_steps=total,
+                loss=float(loss.detach()),
+                learning_rate=lr,
+                elapsed_s=elapsed,
+                eta_s=eta,
+                device=device_name,
+                done=done,
+            )
+            if done:
+                break
+    finally:
+        optimizer = scaler = None
+        model.eval()
+        model.to("cpu")
+        free_device_memory(device)
+        if cfg.num_threads is not None:
+            torch.set_num_threads(old_threads)
+
+
+def train_to_completion(
+    model: torch.nn.Module,
+    images: Any,
+    labels: Any,
+    config: TrainConfig | None = None,
+    **kw: Any,
+) -> list[TrainProgress]:
+    """Run :func:`train` to the end and return every progress record (for scripts and the CLI)."""
+    return list(train(model, images, labels, config, **kw))

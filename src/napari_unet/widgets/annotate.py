@@ -1,0 +1,377 @@
+"""Click to annotate: correct a prediction with single clicks, then retrain.
+
+With "annotation mode" on and the annotation labels layer selected in pan/zoom mode:
+
+* click inside a missed cell: the cell is grown from the click (over the probability map, or the
+  image) and added as a new cell;
+* Alt-click or Shift-click on a wrong object: it becomes background (label 1);
+* Ctrl-click (Cmd on macOS) on a predicted object: it is accepted as a labeled cell.
+
+A click-and-drag still pans the view. Every click is one entry of napari's undo history
+(Ctrl+Z / ``layer.undo()``), and napari's own paint, fill and erase tools keep working (the
+click actions are only active in pan/zoom mode). The logic lives in
+:mod:`napari_unet.core.annotate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    PushButton,
+    SpinBox,
+)
+
+from napari_unet.widgets import _layers, _notify
+from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Labels
+
+#: a press and release farther apart than this (canvas pixels) is a drag (pan), not a click
+CLICK_TOLERANCE_PX = 4.0
+HELP = (
+    "click: add the missed cell under the cursor\n"
+    "Alt- or Shift-click: object becomes background\n"
+    "Ctrl/Cmd-click: accept the predicted cell\n"
+    "(annotation layer selected, pan/zoom tool;\n"
+    " Ctrl+Z undoes a click, painting still works)"
+)
+_PREVIEW_SUFFIXES = (" probability", " weights", " deformed")
+
+
+def click_action(modifiers: Iterable[Any]) -> str:
+    """``"add"``, ``"remove"`` (Alt/Shift) or ``"accept"`` (Ctrl/Cmd) for a click's modifiers."""
+    names = {str(getattr(m, "name", m)).lower() for m in modifiers or ()}
+    if names & {"control", "ctrl", "meta", "cmd"}:
+        return "accept"
+    if names & {"alt", "option", "shift"}:
+        return "remove"
+    return "add"
+
+
+def _plane(data: Any, lead: tuple[int, ...]) -> np.ndarray:
+    return np.asarray(data[lead] if lead else data)
+
+
+class AnnotateWidget(Container):
+    """Correct a prediction with clicks on an annotation labels layer, then retrain."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        self._viewer = napari_viewer
+        self._image_combo = ComboBox(
+            label="image", choices=lambda _w: self._image_choices(),
+            tooltip="The raw image (used to grow cells when there is no probability map)",
+        )
+        self._labels_combo = ComboBox(
+            label="annotations", choices=lambda _w: self._labels_choices(), nullable=True,
+            tooltip="Labels layer that receives the corrections (0 unlabeled, 1 background, "
+            ">= 2 cells)",
+        )
+        self._new_button = PushButton(text="New empty")
+        self._from_pred_button = PushButton(text="From prediction")
+        buttons = Container(widgets=[self._new_button, self._from_pred_button],
+                            layout="horizontal", labels=False)
+        self._pred_combo = ComboBox(
+            label="prediction", choices=lambda _w: self._labels_choices(), nullable=True,
+            tooltip="Predicted instances (Ctrl-click accepts one, Alt-click rejects one)",
+        )
+        self._prob_combo = ComboBox(
+            label="probability", choices=lambda _w: layer_choices(self._viewer, "image"),
+            nullable=True, tooltip="Cell probability map used to grow clicked cells",
+        )
+        self._max_radius = SpinBox(
+            label="max cell radius (px)", value=40, min=3, max=500,
+            tooltip="A grown cell stays within this distance of the click",
+        )
+        self._dense = CheckBox(
+            text="labels are complete (0 = background)", value=False,
+            tooltip="Dense convention for the annotation layer and training",
+        )
+        self._mode = CheckBox(text="annotation mode", value=False)
+        self._help = Label(value=HELP)
+        self._retrain_button = PushButton(text="Retrain")
+        self._auto = SpinBox(
+            label="retrain after every N corrections", value=0, min=0, max=1000,
+            tooltip="0 = only when Retrain is pressed",
+        )
+        self._count_label = Label(value="")
+        super().__init__(widgets=[
+            self._image_combo, self._labels_combo, buttons, self._pred_combo, self._prob_combo,
+            self._max_radius, self._dense, self._mode, self._help, self._retrain_button,
+            self._auto, self._count_label,
+        ])
+        self.corrections = 0
+        self.worker: Any = None
+        self._attached: Labels | None = None
+
+        connect_layer_list(napari_viewer, self._layers_changed)
+        self._new_button.changed.connect(lambda *_: self.new_annotation_layer(False))
+        self._from_pred_button.changed.connect(lambda *_: self.new_annotation_layer(True))
+        self._mode.changed.connect(self._update_mode)
+        self._labels_combo.changed.connect(self._update_mode)
+        self._image_combo.changed.connect(self._pick_prediction_layers)
+        self._retrain_button.changed.connect(lambda *_: self.retrain())
+        self._pick_prediction_layers()
+        self._show_count()
+        self.native.destroyed.connect(self._cleanup)
+
+    def _cleanup(self, *_: Any) -> None:
+        """The Qt widget is gone: detach the click callback and stop following the layers."""
+        connect_layer_list(self._viewer, self._layers_changed, disconnect=True)
+        self._detach()
+
+    def _detach(self) -> None:
+        layer, self._attached = self._attached, None
+        if layer is not None and self._on_mouse in layer.mouse_drag_callbacks:
+            layer.mouse_drag_callbacks.remove(self._on_mouse)
+
+    # -- layer choices --------------------------------------------------------------------
+    def _image_choices(self) -> list[tuple[str, Any]]:
+        return [c for c in layer_choices(self._viewer, "image")
+                if not c[0].endswith(_PREVIEW_SUFFIXES)]
+
+    def _labels_choices(self) -> list[tuple[str, Any]]:
+        return [c for c in layer_choices(self._viewer, "labels")
+                if not c[0].endswith(" deformed")]
+
+    def _layers_changed(self, *_: Any) -> None:
+        self.reset_choices()
+        self._pick_prediction_layers()
+        if self._attached is not None and self._attached not in self._viewer.layers:
+            self._attached = None
+            self._mode.value = False
+
+    def _pick_prediction_layers(self, *_: Any) -> None:
+        """Default to the predict widget's ``"<image> instances/probability"`` layers."""
+        image = self._image_combo.value
+        if image is None:
+            return
+        for combo, suffix in ((self._pred_combo, "instances"), (self._prob_combo, "probability")):
+            name = f"{image.name} {suffix}"
+            if combo.value is None and name in self._viewer.layers:
+                combo.value = self._viewer.layers[name]
+        labels = self._labels_combo.value
+        if labels is None or labels is self._pred_combo.value:
+            name = f"{image.name} annotations"
+            if name in self._viewer.layers:
+                self._labels_combo.value = self._viewer.layers[name]
+
+    # -- annotation layer -----------------------------------------------------------------
+    def new_annotation_layer(self, from_prediction: bool = False) -> Labels | None:
+        """Add ``"<image> annotations"``: empty (all unlabeled), or the prediction as a start.
+
+        From a prediction, predicted cells become cells (ids >= 2) and the rest background
+        (1), so that every click then corrects a complete annotation.
+        """
+        image = self._image_combo.value
+        if image is None:
+            _notify.notify_error("Annotate: choose an image layer first.")
+            return None
+        data, channel_axis = _layers.image_layer_data(image)
+        shape = _layers.spatial_shape(data, channel_axis)
+        if from_prediction:
+            pred = self._pred_combo.value
+            if pred is None:
+                _notify.notify_error("Annotate: choose (or compute) a prediction layer first.")
+                return None
+            predicted = np.asarray(pred.data)
+            if predicted.shape != shape:
+                _notify.notify_error(
+                    f"Annotate: prediction shape {predicted.shape} does not match image {shape}")
+                return None
+            labels = np.where(predicted > 0, predicted.astype(np.int32) + 1, 1).astype(np.int32)
+            if self._dense.value:
+                labels = predicted.astype(np.int32)
+        else:
+            labels = np.zeros(shape, dtype=np.int32)
+        name = f"{image.name} annotations"
+        if name in self._viewer.layers:
+            name = f"{name} [{len(self._viewer.layers)}]"
+        geometry = {"scale": list(image.scale)[-len(shape):],
+                    "translate": list(image.translate)[-len(shape):]}
+        if channel_axis is not None and not image.rgb:
+            axis = channel_axis % data.ndim
+            geometry = {k: [v for i, v in enumerate(vals) if i != axis]
+                        for k, vals in (("scale", list(image.scale)),
+                                        ("translate", list(image.translate)))}
+        layer = self._viewer.add_labels(labels, name=name, opacity=0.6, **geometry)
+        self._labels_combo.value = layer
+        return layer
+
+    def _update_mode(self, *_: Any) -> None:
+        """Attach the click callback to the annotation layer while annotation mode is on."""
+        layer = self._labels_combo.value if self._mode.value else None
+        if layer is self._attached:
+            return
+        self._detach()
+        self._attached = layer
+        if layer is not None:
+            layer.mouse_drag_callbacks.append(self._on_mouse)
+            layer.mode = "pan_zoom"
+            self._viewer.layers.selection.active = layer
+
+    def _on_mouse(self, layer: Labels, event: Any) -> Any:
+        """Drag callback: a press and release without moving is a click; a drag pans."""
+        if layer.mode != "pan_zoom" or getattr(event, "button", 1) not in (1, None):
+            return
+        position = tuple(event.position)
+        modifiers = tuple(event.modifiers or ())
+        start = np.asarray(getattr(event, "pos", None) if getattr(event, "pos", None) is not None
+                           else position, dtype=float)
+        moved = False
+        yield
+        while event.type == "mouse_move":
+            now = getattr(event, "pos", None)
+            now = np.asarray(now if now is not None else event.position, dtype=float)
+            if now.shape == start.shape and np.abs(now - start).max() > CLICK_TOLERANCE_PX:
+                moved = True
+            yield
+        if not moved:
+            self.handle_click(position, modifiers)
+
+    # -- the click ------------------------------------------------------------------------
+    def handle_click(self, position: Iterable[float], modifiers: Iterable[Any] = ()) -> str | None:
+        """Apply the click at world ``position``; returns the action done (None if nothing)."""
+        action = click_action(modifiers)
+        labels_layer = self._labels_combo.value
+        if labels_layer is None:
+            _notify.notify_error("Annotate: choose an annotation labels layer first.")
+            return None
+        try:
+            edit = self._edit(labels_layer, tuple(position), action)
+        except ValueError as err:
+            _notify.notify_error(f"Annotate: {err}")
+            return None
+        if edit is None:
+            return None
+        indices, value = edit
+        labels_layer.data_setitem(indices, value)
+        self.corrections += 1
+        self._show_count()
+        auto = int(self._auto.value)
+        if auto > 0 and self.corrections >= auto and self.worker is None:
+            self.retrain()
+        return action
+
+    def _edit(self, layer: Labels, position: tuple[float, ...],
+              action: str) -> tuple[tuple[np.ndarray, ...], int] | None:
+        """``(indices, value)`` for ``layer.data_setitem``; None when the click changes nothing."""
+        from napari_unet.core import annotate
+
+        data = layer.data
+        point = np.round(np.asarray(layer.world_to_data(position), dtype=float)).astype(int)
+        if np.any(point < 0) or np.any(point >= np.asarray(data.shape)):
+            return None  # a click beside the image
+        if data.ndim < 2:
+            raise ValueError(f"annotation layer must be at least 2D, got shape {data.shape}")
+        lead, yx = tuple(int(p) for p in point[:-2]), tuple(int(p) for p in point[-2:])
+        labels = _plane(data, lead)
+        dense = bool(self._dense.value)
+        predicted = self._plane_of(self._pred_combo.value, data.shape, lead, "prediction")
+
+        if action == "remove":
+            _, indices = annotate.remove_object(labels, yx, predicted, dense=dense,
+                                                return_indices=True)
+            value = 0 if dense else _background()
+        elif action == "accept":
+            if predicted is None:
+                raise ValueError("Ctrl-click accepts a predicted cell: choose a prediction layer")
+            _, value, indices = annotate.accept_object(labels, predicted, yx, dense=dense,
+                                                       return_indices=True)
+        else:
+            mask = self._grow(labels, yx, lead, data.shape, dense)
+            _, value, indices = annotate.add_cell(labels, mask, dense=dense, return_indices=True)
+        if indices[0].size == 0:
+            return None
+        if data.dtype.kind in "iu" and value > np.iinfo(data.dtype).max:
+            raise ValueError(f"label {value} does not fit the layer's dtype {data.dtype}")
+        full = tuple(np.full(indices[0].shape, i, dtype=np.intp) for i in lead) + tuple(indices)
+        return full, int(value)
+
+    def _grow(self, labels: np.ndarray, yx: tuple[int, int], lead: tuple[int, ...],
+              shape: tuple[int, ...], dense: bool) -> np.ndarray:
+        from napari_unet.core import annotate
+
+        image_layer = self._image_combo.value
+        image = None
+        if image_layer is not None:
+            data, channel_axis = _layers.image_layer_data(image_layer)
+            if channel_axis is not None:  # grow over the mean of the channels
+                data = np.asarray(data, dtype=np.float32).mean(axis=channel_axis)
+            if data.shape != shape:
+                raise ValueError(f"image {image_layer.name!r} has shape {data.shape}, the "
+                                 f"annotation layer {shape}")
+            image = _plane(data, lead).astype(np.float32, copy=False)
+        prob = self._plane_of(self._prob_combo.value, shape, lead, "probability")
+        radius = int(self._max_radius.value)
+        if prob is not None and image is not None:
+            return annotate.grow_cell(prob, yx, max_radius=radius, labels=labels, image=image,
+                                      dense=dense)
+        source = prob if prob is not None else image
+        if source is None:
+            raise ValueError("choose an image (or a probability map) to grow cells from")
+        return annotate.grow_cell(source, yx, max_radius=radius, labels=labels, dense=dense)
+
+    @staticmethod
+    def _plane_of(layer: Any, shape: tuple[int, ...], lead: tuple[int, ...],
+                  what: str) -> np.ndarray | None:
+        if layer is None:
+            return None
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        if tuple(data.shape) != tuple(shape):
+            raise ValueError(f"{what} layer {layer.name!r} has shape {tuple(data.shape)}, the "
+                             f"annotation layer {tuple(shape)}")
+        return _plane(data, lead)
+
+    # -- retraining -----------------------------------------------------------------------
+    def _show_count(self) -> None:
+        self._count_label.value = f"corrections since last training: {self.corrections}"
+
+    def retrain(self, *, steps: int | None = None, start: bool = True,
+                on_finished: Callable[[bool], None] | None = None) -> Any:
+        """Fine-tune the session model on the annotations; returns the training worker.
+
+        ``train.retrain`` predicts the image again afterwards (refreshing the prediction
+        layers) and then calls ``on_finished(ok)``. Returns None (with a notification) when
+        the inputs are missing or invalid, or a training is already running.
+        """
+        image, labels = self._image_combo.value, self._labels_combo.value
+        if image is None or labels is None:
+            _notify.notify_error("Annotate: choose the image and the annotation layer first.")
+            return None
+        if self.worker is not None:
+            _notify.notify_warning("Annotate: a training is already running.")
+            return None
+        from napari_unet.widgets import train
+
+        def finished(ok: bool) -> None:
+            self.worker = None
+            if ok:
+                self.corrections = 0
+            self._show_count()
+            if on_finished is not None:
+                on_finished(ok)
+
+        worker = train.retrain(self._viewer, image, labels, dense=bool(self._dense.value),
+                               steps=steps, on_finished=finished, start=False)
+        if worker is None:
+            return None
+        self.worker = worker
+        self._count_label.value = "training…"
+        if start:
+            worker.start()
+        return worker
+
+
+def _background() -> int:
+    from napari_unet.core.labels import BACKGROUND_LABEL
+
+    return BACKGROUND_LABEL

@@ -1,0 +1,857 @@
+"""Train widget: pick image/label pairs and settings, train in a worker, watch the loss live.
+
+Training runs ``core.training.train`` (a generator) in a napari generator worker, so the GUI
+thread only receives one ``TrainProgress`` per optimizer step. A copy of the model is trained
+and swapped into the session at the end, so predictions running meanwhile never see a model
+halfway through a step. Cancel stops between steps; the model keeps its last finished step.
+``retrain`` is the same machinery without the widget, for click-to-annotate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import gc
+import os
+import threading
+import weakref
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMessageBox,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
+from napari_unet.core.model import DEFAULT_CONFIG, UNet
+from napari_unet.core.training import TrainConfig, TrainProgress, train
+
+from . import _notify
+from ._layers import image_layer_data
+from ._session import get_session
+from .loss_plot import LazyProgressBar, LossPlot
+from .predict import predict_layer
+
+if TYPE_CHECKING:
+    import napari
+    from napari.qt.threading import GeneratorWorker
+
+SOURCE_NEW, SOURCE_CONTINUE, SOURCE_LOAD = range(3)
+RETRAIN_STEPS = 100
+# Niceness added to the training thread (Linux: per thread) so that, when the CPU is busy, the
+# GUI thread is scheduled first; see benchmarks/bench_responsiveness.py.
+WORKER_NICE = 10
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+# --------------------------------------------------------------------------- pure helpers
+def field_of_view(model: UNet) -> int:
+    """Receptive field (px) of ``model``: the smallest image side training makes sense for."""
+    if model.padding == "valid":
+        return 2 * model.context + 1
+    twin = UNet(**{**model.config, "padding": "valid", "in_channels": 1, "base_channels": 1})
+    return 2 * twin.context + 1
+
+
+def worker_threads() -> int:
+    """Torch threads for a training worker: all cores but one, so the GUI thread stays free."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def make_model(in_channels: int = 1, depth: int | None = None, base_channels: int | None = None,
+               padding: str | None = None) -> UNet:
+    """A new U-Net with ``DEFAULT_CONFIG`` except for the given settings."""
+    cfg = dict(DEFAULT_CONFIG, in_channels=in_channels)
+    for key, value in (("depth", depth), ("base_channels", base_channels), ("padding", padding)):
+        if value is not None:
+            cfg[key] = value
+    return UNet(**cfg)
+
+
+def _channels_first(image: np.ndarray, channel_axis: int | None, labels: np.ndarray,
+                    name: str) -> tuple[np.ndarray, int]:
+    """Return ``(image with channels at -3 or none, n_channels)``; explain shape confusions."""
+    if channel_axis is not None:
+        spatial = np.delete(np.array(image.shape), channel_axis % image.ndim)
+        if tuple(spatial) != labels.shape:
+            raise ValueError(
+                f"labels shape {labels.shape} does not match image {name!r} of shape "
+                f"{image.shape} (without its channel axis: {tuple(spatial)})"
+            )
+        return np.moveaxis(image, channel_axis, -3), image.shape[channel_axis]
+    if image.shape == labels.shape:
+        return image, 1
+    if image.ndim == labels.ndim + 1:
+        if image.shape[:-3] + image.shape[-2:] == labels.shape:
+            return image, image.shape[-3]
+        if image.shape[:-1] == labels.shape and image.shape[-1] in (2, 3, 4):
+            raise ValueError(
+                f"image {name!r} of shape {image.shape} looks like RGB/multichannel with the "
+                "channels on the last axis, but napari shows it as a stack: open it as RGB "
+                "(rgb=True) or put the channels on axis -3"
+            )
+    raise ValueError(
+        f"labels shape {labels.shape} does not match image {name!r} of shape {image.shape}"
+    )
+
+
+def collect_training_data(
+    pairs: Sequence[tuple[Image, Labels]], dense: bool, in_channels: int | None = None,
+    model: UNet | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], int, list[str]]:
+    """Copy and check the layer pairs; return ``(images, labels, n_channels, warnings)``.
+
+    Raises ValueError (message for the user) for shape or channel mismatches, unlabeled data,
+    images smaller than the network's field of view or a model with another channel count.
+    """
+    if not pairs:
+        raise ValueError("choose an image layer and a labels layer to train on")
+    images, labels, warnings = [], [], []
+    n_channels: int | None = None
+    totals = {"n_cells": 0, "n_background_px": 0, "n_labeled_px": 0}
+    for image_layer, labels_layer in pairs:
+        data, channel_axis = image_layer_data(image_layer)
+        lab = np.array(labels_layer.data, copy=True)
+        img, n = _channels_first(np.array(data, copy=True), channel_axis, lab, image_layer.name)
+        if n_channels is not None and n != n_channels:
+            raise ValueError(f"all images must have the same channels: {n} vs {n_channels}")
+        n_channels = n
+        if in_channels is not None and n != in_channels:
+            raise ValueError(
+                f"channel mismatch: the model to continue has {in_channels} input channel(s), "
+                f"image {image_layer.name!r} has {n}; start a new model instead"
+            )
+        for message in validate_pair(img, lab, dense, in_channels=n, require_labels=False):
+            warnings.append(f"{image_layer.name}: {message}")
+        for key, value in summarize(lab, dense).items():
+            totals[key] += value
+        if model is not None and min(lab.shape[-2:]) < field_of_view(model):
+            raise ValueError(
+                f"image {image_layer.name!r} ({lab.shape[-2]}x{lab.shape[-1]}) is smaller than "
+                f"the network's field of view ({field_of_view(model)} px): use a smaller depth"
+            )
+        images.append(img)
+        labels.append(lab)
+    if totals["n_labeled_px"] == 0:
+        raise ValueError(NO_LABELS_MESSAGE)
+    if totals["n_cells"] == 0:
+        first_cell = 1 if dense else 2
+        raise ValueError(f"no cells labeled: paint at least one cell (label >= {first_cell})")
+    if totals["n_background_px"] == 0:
+        raise ValueError("no background labeled: paint some background (label 1)" if not dense
+                         else "the labels contain no background (0)")
+    return images, labels, int(n_channels or 1), warnings
+
+
+def training_loop(model: UNet, images: list[np.ndarray], labels: list[np.ndarray],
+                  config: TrainConfig) -> Generator[TrainProgress | str, None, int]:
+    """``train`` with one retry at half the batch size after a GPU out-of-memory error.
+
+    Yields ``TrainProgress`` per step (steps counted across the retry) and a ``str`` notice
+    when it retries; returns the number of finished steps.
+    """
+    cfg, offset, steps_done, retried = config, 0, 0, False
+    while True:
+        gen = train(model, images, labels, cfg)
+        try:
+            for p in gen:
+                steps_done = offset + p.step
+                if offset:
+                    p = dataclasses.replace(p, step=steps_done, total_steps=offset + p.total_steps)
+                yield p
+            return steps_done
+        except torch.OutOfMemoryError as exc:
+            gen.close()
+            if retried or cfg.batch_size <= 1:
+                raise RuntimeError(
+                    f"GPU out of memory with batch size {cfg.batch_size}: use a smaller patch "
+                    "size or batch size, or the CPU"
+                ) from exc
+            retried, offset = True, steps_done
+            cfg = dataclasses.replace(
+                cfg, batch_size=max(1, cfg.batch_size // 2),
+                steps=max(1, cfg.steps - steps_done),
+            )
+            yield f"GPU out of memory: retrying with batch size {cfg.batch_size}"
+        finally:
+            gen.close()
+
+
+@contextlib.contextmanager
+def _lower_thread_priority(nice: int) -> Generator[None, None, None]:
+    """Raise the niceness of the calling thread (Linux) for the block; no-op elsewhere."""
+    tid = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, before + nice))
+    except (AttributeError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # lowering niceness again may need privileges
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+
+
+_GC_FROZEN = [0]  # number of runs holding the freeze
+_GC_LOCK = threading.Lock()
+
+
+def _freeze_gc() -> None:
+    """Move the objects that exist now out of the garbage collector's sight during training.
+
+    A full collection in napari's process scans every Qt/napari/torch object and holds the GIL
+    for ~0.7-1 s (measured by bench_responsiveness.py), freezing the GUI; the training thread
+    triggers such collections (automatically, and ``free_device_memory`` calls gc.collect()).
+    With the existing objects frozen, collections only scan what training allocates.
+    """
+    with _GC_LOCK:
+        if _GC_FROZEN[0] == 0:
+            gc.freeze()
+        _GC_FROZEN[0] += 1
+
+
+def _unfreeze_gc() -> None:
+    """Undo :func:`_freeze_gc` once the last run has finished (objects go back to gen 2)."""
+    with _GC_LOCK:
+        _GC_FROZEN[0] = max(0, _GC_FROZEN[0] - 1)
+        if _GC_FROZEN[0] == 0:
+            gc.unfreeze()
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+def describe_progress(p: TrainProgress) -> str:
+    """Status line: device, step, loss and time left."""
+    return (f"{p.device} · step {p.step}/{p.total_steps} · loss {p.loss:.4f} · "
+            f"{_fmt_seconds(p.eta_s)} left")
+
+
+# --------------------------------------------------------------------------- run orchestration
+_ACTIVE_RUNS: set[TrainingRun] = set()
+
+
+class TrainingRun:
+    """One training run: worker, session update, prediction afterwards, viewer-close safety.
+
+    ``status`` goes "running" -> "done" | "cancelled" | "failed"; ``busy`` stays True until the
+    follow-up prediction has finished too. ``on_done(run)`` is called once at the very end.
+    """
+
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        model: UNet,
+        images: list[np.ndarray],
+        labels: list[np.ndarray],
+        config: TrainConfig,
+        *,
+        predict_target: Image | None = None,
+        threshold: float = 0.5,
+        min_size: int = 15,
+        on_progress: Callable[[TrainProgress], None] | None = None,
+        on_done: Callable[[TrainingRun], None] | None = None,
+    ) -> None:
+        self._viewer = weakref.ref(viewer)
+        self.model = model
+        self.config = config
+        self.predict_target = predict_target
+        self.threshold, self.min_size = threshold, min_size
+        self.on_progress, self.on_done = on_progress, on_done
+        self.status = "running"
+        self.busy = True
+        self.error: Exception | None = None
+        self.last: TrainProgress | None = None
+        self.predict_worker = None
+        self._viewer_closed = False
+        self._gc_frozen = False
+        self._loop = training_loop(model, images, labels, config)
+        loop = self._loop
+
+        def run() -> Generator[TrainProgress | str, None, int]:
+            self._gc_frozen = True
+            _freeze_gc()
+            with _lower_thread_priority(WORKER_NICE):
+                return (yield from loop)
+
+        self.worker: GeneratorWorker = create_worker(run, _start_thread=False)
+        self.worker.yielded.connect(self._yielded)
+        self.worker.errored.connect(self._errored)
+        self.worker.finished.connect(self._finished)
+        self._qt_window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+        if self._qt_window is not None:
+            self._qt_window.destroyed.connect(self.viewer_closed)
+        _ACTIVE_RUNS.add(self)
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Stop after the current step (the model keeps its last finished step)."""
+        self.worker.quit()
+
+    def viewer_closed(self, *_: Any) -> None:
+        """The viewer is gone: stop training and skip the follow-up prediction."""
+        self._viewer_closed = True
+        self.worker.quit()
+        if self.predict_worker is not None:
+            self.predict_worker.quit()
+
+    def _yielded(self, item: TrainProgress | str) -> None:
+        if isinstance(item, str):
+            _notify.notify_warning(item)
+            return
+        self.last = item
+        if self.on_progress is not None:
+            self.on_progress(item)
+
+    def _errored(self, exc: Exception) -> None:
+        self.error = exc
+        _notify.notify_error(f"Training failed: {exc}")
+
+    def _finished(self) -> None:
+        self._loop.close()  # runs train()'s cleanup: eval mode, CPU, device memory freed
+        if self._gc_frozen:
+            self._gc_frozen = False
+            _unfreeze_gc()
+        if self._qt_window is not None:
+            try:
+                self._qt_window.destroyed.disconnect(self.viewer_closed)
+            except (RuntimeError, TypeError):
+                pass
+            self._qt_window = None
+        if self.error is not None:
+            self.status = "failed"
+        elif self.worker.abort_requested:
+            self.status = "cancelled"
+        else:
+            self.status = "done"
+        viewer = self._viewer()
+        steps = self.last.step if self.last is not None else 0
+        if viewer is None or self._viewer_closed or self.status == "failed" or steps == 0:
+            self._complete()
+            return
+        session = get_session(viewer)
+        if self.status == "done":
+            session.set_model(self.model, "trained")
+        else:
+            session.set_model(self.model, f"trained (stopped at step {steps})")
+            _notify.notify_info(f"Training stopped at step {steps}; the model keeps that step")
+        target = self.predict_target
+        if self.status != "done" or target is None or target not in viewer.layers:
+            self._complete()
+            return
+        self.predict_worker = predict_layer(
+            viewer, target, self.model, self.threshold, self.min_size, start=True,
+            device=self.config.device, on_finished=lambda ok: self._complete(),
+        )
+
+    def _complete(self) -> None:
+        if not self.busy:
+            return
+        self.busy = False
+        self.predict_worker = None
+        _ACTIVE_RUNS.discard(self)
+        if self.on_done is not None:
+            self.on_done(self)
+
+
+def _prediction_settings(viewer: napari.viewer.Viewer, layer: Image | None) -> tuple[float, int]:
+    prediction = get_session(viewer).predictions.get(layer.name) if layer is not None else None
+    if prediction is None:
+        return 0.5, 15
+    return prediction.threshold, prediction.min_size
+
+
+def retrain(
+    viewer: napari.viewer.Viewer,
+    image_layer: Image,
+    labels_layer: Labels,
+    *,
+    dense: bool = False,
+    steps: int | None = None,
+    on_finished: Callable[[bool], None] | None = None,
+    start: bool = True,
+) -> GeneratorWorker | None:
+    """Fine-tune the session's model (or a new default one) on one pair, then re-predict.
+
+    Uses the last training settings of the session (steps: ``steps``, else the last run's
+    step count, else 100). The prediction overlays of ``image_layer`` are updated at the end and
+    ``on_finished(ok)`` is called. Returns the worker (not started when ``start=False``), or
+    None when the inputs are invalid (a notification says why).
+    """
+    session = get_session(viewer)
+    settings = session.train_settings
+    try:
+        base = session.model
+        in_channels = int(base.in_channels) if base is not None else None
+        images, labels, n_channels, warnings = collect_training_data(
+            [(image_layer, labels_layer)], dense, in_channels)
+        model = copy.deepcopy(base) if base is not None else make_model(
+            n_channels, settings.get("depth"), settings.get("base_channels"),
+            settings.get("padding"))
+        collect_training_data([(image_layer, labels_layer)], dense, in_channels, model)
+        fields = {k: v for k, v in settings.items() if k in _CONFIG_FIELDS}
+        fields.update(dense=dense, minutes=None,
+                      steps=int(steps or settings.get("steps") or RETRAIN_STEPS))
+        fields.setdefault("num_threads", worker_threads())
+        config = TrainConfig(**fields)
+        config.validate()
+    except ValueError as exc:
+        _notify.notify_error(f"Cannot retrain: {exc}")
+        if on_finished is not None:
+            on_finished(False)
+        return None
+    for message in warnings:
+        _notify.notify_warning(message)
+    threshold, min_size = _prediction_settings(viewer, image_layer)
+
+    def done(run: TrainingRun) -> None:
+        if on_finished is not None:
+            on_finished(run.status == "done")
+
+    run = TrainingRun(viewer, model, images, labels, config, predict_target=image_layer,
+                      threshold=threshold, min_size=min_size, on_done=done)
+    if start:
+        run.start()
+    return run.worker
+
+
+# --------------------------------------------------------------------------- widget
+def _spin(lo: float, hi: float, value: float, step: float = 1.0, decimals: int | None = None,
+          tip: str = "") -> QSpinBox | QDoubleSpinBox:
+    box: QSpinBox | QDoubleSpinBox
+    if decimals is None:
+        box = QSpinBox()
+        box.setRange(int(lo), int(hi))
+        box.setValue(int(value))
+        box.setSingleStep(int(step))
+    else:
+        box = QDoubleSpinBox()
+        box.setDecimals(decimals)
+        box.setRange(lo, hi)
+        box.setValue(value)
+        box.setSingleStep(step)
+    box.setToolTip(tip)
+    return box
+
+
+class TrainWidget(QWidget):
+    """Train a U-Net on painted labels, with live loss curve, progress, cancel and save."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self._box: dict[str, TrainingRun | None] = {"run": None}  # shared with the cleanup
+        self._build()
+        self.refresh_layers()
+        self._show_model()
+        events = napari_viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
+            event.connect(self.refresh_layers)
+        self.session.model_changed.connect(self._show_model)
+        self.destroyed.connect(_make_cleanup(self))
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        from napari_unet.core.device import available_devices
+
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.add_pair_button = QPushButton("Add pair")
+        self.remove_pair_button = QPushButton("Remove pair")
+        self.pair_list = QListWidget()
+        self.pair_list.setMaximumHeight(70)
+        self.pair_list.setToolTip("training pairs; when empty, the pair above is used")
+        self.dense = QCheckBox("labels are complete (0 = background)")
+        self.dense.setToolTip("unchecked: 0 = unlabeled (ignored), 1 = background, >= 2 = cells")
+
+        self.source_combo = QComboBox()
+        self.source_combo.addItems(["new model", "continue current model", "load checkpoint…"])
+        self.depth = _spin(1, 6, DEFAULT_CONFIG["depth"], tip="number of poolings")
+        self.width = _spin(2, 128, DEFAULT_CONFIG["base_channels"], tip="channels of level 1")
+        self.padding = QComboBox()
+        self.padding.addItems(["valid", "same"])
+        self.padding.setCurrentText(DEFAULT_CONFIG["padding"])
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+
+        self.length = _spin(1, 10**6, 300, 50, tip="training length")
+        self.minutes = _spin(0.1, 24 * 60, 2.0, 0.5, decimals=1)
+        self.length_unit = QComboBox()
+        self.length_unit.addItems(["steps", "minutes"])
+        self.learning_rate = _spin(1e-6, 1.0, 1e-3, 1e-4, decimals=6)
+        self.batch_size = _spin(1, 256, 4)
+        self.patch_size = _spin(0, 2048, 0, 8, tip="output patch side in px; 0 = automatic")
+        self.patch_size.setSpecialValueText("auto")
+        self.augment = QCheckBox("augmentation (rotations, flips, elastic)")
+        self.augment.setChecked(True)
+        self.w0 = _spin(0.0, 100.0, 10.0, 1.0, decimals=1, tip="border weight w0 (paper: 10)")
+        self.sigma = _spin(0.5, 50.0, 5.0, 0.5, decimals=1, tip="border weight sigma in px")
+        self.device_combo = QComboBox()
+        devices = list(available_devices())
+        self.device_combo.addItems(devices)
+        self.device_combo.setCurrentText("cuda" if "cuda" in devices else devices[0])
+
+        self.train_button = QPushButton("Train")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.save_button = QPushButton("Save model…")
+        self.progress_bar = LazyProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        # a changing text must not change the dock's size hint: that would relayout the
+        # viewer window and redraw its canvas on every step
+        self.status.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().height())
+        self.loss_plot = LossPlot()
+
+        data_box = QGroupBox("data")
+        data = QFormLayout(data_box)
+        data.addRow("image", self.image_combo)
+        data.addRow("labels", self.labels_combo)
+        pair_buttons = QHBoxLayout()
+        pair_buttons.addWidget(self.add_pair_button)
+        pair_buttons.addWidget(self.remove_pair_button)
+        data.addRow(pair_buttons)
+        data.addRow(self.pair_list)
+        data.addRow(self.dense)
+
+        model_box = QGroupBox("model")
+        model = QFormLayout(model_box)
+        model.addRow("source", self.source_combo)
+        model.addRow("depth", self.depth)
+        model.addRow("width", self.width)
+        model.addRow("padding", self.padding)
+        model.addRow("current", self.model_label)
+
+        train_box = QGroupBox("training")
+        form = QFormLayout(train_box)
+        length = QHBoxLayout()
+        length.addWidget(self.length)
+        length.addWidget(self.minutes)
+        length.addWidget(self.length_unit)
+        form.addRow("length", length)
+        form.addRow("learning rate", self.learning_rate)
+        form.addRow("batch size", self.batch_size)
+        form.addRow("patch size", self.patch_size)
+        form.addRow(self.augment)
+        form.addRow("w0", self.w0)
+        form.addRow("sigma", self.sigma)
+        form.addRow("device", self.device_combo)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.save_button)
+        layout = QVBoxLayout(self)
+        for widget in (data_box, model_box, train_box):
+            layout.addWidget(widget)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.loss_plot)
+        layout.addStretch(1)
+
+        self.add_pair_button.clicked.connect(self.add_pair)
+        self.remove_pair_button.clicked.connect(self._remove_pair)
+        self.source_combo.activated.connect(self._source_activated)
+        self.source_combo.currentIndexChanged.connect(self._update_enabled)
+        self.length_unit.currentIndexChanged.connect(self._update_enabled)
+        self.train_button.clicked.connect(lambda: self.start_training())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(self._save_clicked)
+        self._update_enabled()
+
+    def _update_enabled(self, *_: Any) -> None:
+        new = self.source_combo.currentIndex() == SOURCE_NEW
+        for widget in (self.depth, self.width, self.padding):
+            widget.setEnabled(new)
+        minutes = self.length_unit.currentText() == "minutes"
+        self.length.setVisible(not minutes)
+        self.minutes.setVisible(minutes)
+
+    # ------------------------------------------------------------------ layers
+    def refresh_layers(self, *_: Any) -> None:
+        """Refill the layer pickers from the viewer, keeping the current choices."""
+        try:
+            images = [lay.name for lay in self.viewer.layers if isinstance(lay, Image)]
+            images = [n for n in images if not n.endswith(" probability")] or images
+            labels = [lay.name for lay in self.viewer.layers if isinstance(lay, Labels)]
+            for combo, names in ((self.image_combo, images), (self.labels_combo, labels)):
+                current = combo.currentText()
+                combo.blockSignals(True)
+                combo.clear()
+                combo.addItems(names)
+                if current in names:
+                    combo.setCurrentText(current)
+                combo.blockSignals(False)
+        except RuntimeError:  # widget already deleted by Qt
+            pass
+
+    def _show_model(self, *_: Any) -> None:
+        try:
+            self.model_label.setText(self.session.describe())
+        except RuntimeError:
+            pass
+
+    def add_pair(self) -> None:
+        """Add the selected image/labels pair to the training list."""
+        image, labels = self.image_combo.currentText(), self.labels_combo.currentText()
+        if not image or not labels:
+            _notify.notify_error("Select an image and a labels layer first")
+            return
+        text = f"{image} | {labels}"
+        if not self.pair_list.findItems(text, _match_exactly()):
+            self.pair_list.addItem(text)
+
+    def _remove_pair(self) -> None:
+        for item in self.pair_list.selectedItems():
+            self.pair_list.takeItem(self.pair_list.row(item))
+
+    def pairs(self) -> list[tuple[Image, Labels]]:
+        """The training pairs: the list, or the selected pair when the list is empty."""
+        names = [self.pair_list.item(i).text().split(" | ", 1)
+                 for i in range(self.pair_list.count())]
+        if not names:
+            names = [[self.image_combo.currentText(), self.labels_combo.currentText()]]
+        pairs = []
+        for image, labels in names:
+            if image not in self.viewer.layers or labels not in self.viewer.layers:
+                raise ValueError(f"layer {image!r} or {labels!r} is no longer in the viewer")
+            pairs.append((self.viewer.layers[image], self.viewer.layers[labels]))
+        return pairs
+
+    # ------------------------------------------------------------------ model
+    def _source_activated(self, index: int) -> None:
+        if index != SOURCE_LOAD:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Load U-Net model", "",
+                                              "napari-unet model (*.pt *.pth);;All files (*)")
+        if not path or not self.load_checkpoint(path):
+            self.source_combo.setCurrentIndex(SOURCE_NEW if self.session.model is None
+                                              else SOURCE_CONTINUE)
+
+    def load_checkpoint(self, path: str) -> bool:
+        """Load a checkpoint into the session and continue from it; errors are notified."""
+        from napari_unet.core.checkpoint import load_model
+
+        try:
+            model = load_model(path)
+        except (ValueError, OSError) as exc:
+            _notify.notify_error(f"Cannot load model from {path}: {exc}")
+            return False
+        self.session.set_model(model, f"checkpoint: {path}")
+        self.source_combo.setCurrentIndex(SOURCE_CONTINUE)
+        return True
+
+    def config(self) -> TrainConfig:
+        """Training settings from the form."""
+        minutes = self.length_unit.currentText() == "minutes"
+        return TrainConfig(
+            steps=int(self.length.value()),
+            minutes=float(self.minutes.value()) if minutes else None,
+            learning_rate=float(self.learning_rate.value()),
+            batch_size=int(self.batch_size.value()),
+            patch_size=int(self.patch_size.value()) or None,
+            augment=self.augment.isChecked(),
+            w0=float(self.w0.value()),
+            sigma=float(self.sigma.value()),
+            dense=self.dense.isChecked(),
+            device=self.device_combo.currentText() or "cpu",
+            num_threads=worker_threads(),
+        )
+
+    # ------------------------------------------------------------------ actions
+    def start_training(self, start: bool = True) -> GeneratorWorker | None:
+        """Validate inputs and create (and by default start) the training worker.
+
+        Returns None, with a notification, when the inputs are invalid; layers are untouched.
+        """
+        if self.run is not None:
+            _notify.notify_warning("Training is already running")
+            return None
+        source = self.source_combo.currentIndex()
+        try:
+            config = self.config()
+            config.validate()
+            pairs = self.pairs()
+            base = self.session.model if source != SOURCE_NEW else None
+            if source != SOURCE_NEW and base is None:
+                raise ValueError("there is no current model to continue: choose 'new model'")
+            in_channels = int(base.in_channels) if base is not None else None
+            images, labels, n_channels, warnings = collect_training_data(
+                pairs, config.dense, in_channels)
+            if base is not None:
+                model = copy.deepcopy(base)
+            else:
+                model = make_model(n_channels, self.depth.value(), self.width.value(),
+                                   self.padding.currentText())
+            collect_training_data(pairs, config.dense, in_channels, model)
+        except ValueError as exc:
+            _notify.notify_error(f"Cannot train: {exc}")
+            return None
+        for message in warnings:
+            _notify.notify_warning(message)
+        self.session.train_settings = {
+            **dataclasses.asdict(config),
+            "depth": model.depth, "base_channels": model.base_channels, "padding": model.padding,
+        }
+        target = self.viewer.layers[self.image_combo.currentText()] if (
+            self.image_combo.currentText() in self.viewer.layers) else pairs[0][0]
+        threshold, min_size = _prediction_settings(self.viewer, target)
+        self.run = TrainingRun(
+            self.viewer, model, images, labels, config, predict_target=target,
+            threshold=threshold, min_size=min_size, on_progress=self._progress,
+            on_done=self._done,
+        )
+        self.loss_plot.clear()
+        self.progress_bar.setRange(0, max(1, config.steps))
+        self.progress_bar.setValue(0)
+        self.status.setText(f"starting on {config.device}…")
+        self.train_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        if start:
+            self.run.start()
+        return self.run.worker
+
+    @property
+    def run(self) -> TrainingRun | None:
+        """The current training run (None when idle)."""
+        return self._box["run"]
+
+    @run.setter
+    def run(self, value: TrainingRun | None) -> None:
+        self._box["run"] = value
+
+    @property
+    def worker(self) -> GeneratorWorker | None:
+        """The running training worker, if any."""
+        return self.run.worker if self.run is not None else None
+
+    @property
+    def busy(self) -> bool:
+        """True while training or the prediction that follows it is running."""
+        return self.run is not None
+
+    def cancel(self) -> None:
+        """Stop training after the current step."""
+        if self.run is not None:
+            self.run.cancel()
+            self.status.setText("stopping after the current step…")
+
+    def _progress(self, p: TrainProgress) -> None:
+        try:
+            self.loss_plot.append(p.step, p.loss)
+            self.progress_bar.setRange(0, max(1, p.total_steps))
+            self.progress_bar.setValue(p.step)
+            self.status.setText(describe_progress(p))
+        except RuntimeError:
+            pass
+
+    def _done(self, run: TrainingRun) -> None:
+        self.run = None
+        try:
+            self.train_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+            last = f" at step {run.last.step}" if run.last is not None else ""
+            self.status.setText(f"training {run.status}{last}")
+            if run.status == "done":
+                self.source_combo.setCurrentIndex(SOURCE_CONTINUE)
+        except RuntimeError:
+            pass
+
+    def _save_clicked(self) -> None:
+        if self.session.model is None:
+            _notify.notify_error("No model to save: train or load one first")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save U-Net model", "unet.pt", "napari-unet model (*.pt)",
+            options=QFileDialog.DontConfirmOverwrite,
+        )
+        if path:
+            self.save_model_to(path)
+
+    def save_model_to(self, path: str, confirm: Callable[[str], bool] | None = None) -> bool:
+        """Save the session model to ``path``; an existing file is replaced only if confirmed.
+
+        ``confirm(path)`` answers the overwrite question (default: a Yes/No dialog).
+        """
+        from napari_unet.core.checkpoint import save_model
+
+        model = self.session.model
+        if model is None:
+            _notify.notify_error("No model to save: train or load one first")
+            return False
+        overwrite = Path(path).exists()
+        if overwrite:
+            ask = confirm or self._confirm_overwrite
+            if not ask(path):
+                return False
+        try:
+            save_model(model, path, overwrite=overwrite)
+        except (OSError, ValueError) as exc:
+            _notify.notify_error(f"Cannot save model to {path}: {exc}")
+            return False
+        _notify.notify_info(f"Model saved to {path}")
+        return True
+
+    def _confirm_overwrite(self, path: str) -> bool:
+        answer = QMessageBox.question(self, "Overwrite?", f"{path} exists. Replace it?",
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
+
+
+def _match_exactly() -> Any:
+    from qtpy.QtCore import Qt
+
+    return Qt.MatchExactly
+
+
+def _make_cleanup(widget: TrainWidget) -> Callable[..., None]:
+    """Callback for ``destroyed``: stop training and disconnect, holding the widget weakly."""
+    wref = weakref.ref(widget)
+    box = widget._box
+    events = widget.viewer.layers.events
+    session = widget.session
+
+    def cleanup(*_: Any) -> None:
+        run = box.get("run")
+        if run is not None:
+            run.viewer_closed()
+        w = wref()
+        if w is None:
+            return
+        for event in (events.inserted, events.removed, events.moved):
+            event.disconnect(w.refresh_layers)
+        session.model_changed.disconnect(w._show_model)
+
+    return cleanup

@@ -1,0 +1,203 @@
+"""Tests for the click-to-annotate helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from napari_unet.core.annotate import accept_object, add_cell, grow_cell, remove_object
+from napari_unet.core.labels import BACKGROUND_LABEL
+
+
+def _disc(shape, centre, radius):
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def _iou(a, b):
+    return np.logical_and(a, b).sum() / np.logical_or(a, b).sum()
+
+
+@pytest.fixture
+def scene():
+    """A noisy image with two bright discs; the second one touches the first."""
+    rng = np.random.default_rng(1)
+    shape = (80, 90)
+    cell_a = _disc(shape, (30, 30), 9)
+    cell_b = _disc(shape, (30, 52), 10) & ~cell_a
+    image = 0.1 + 0.8 * cell_a + 0.6 * cell_b + rng.normal(0, 0.03, shape)
+    return image.astype(np.float32), cell_a, cell_b
+
+
+def test_grow_cell_intensity_finds_the_disc(scene):
+    image, cell_a, _ = scene
+    mask = grow_cell(image, (30, 30), max_radius=20)
+    assert mask.dtype == bool and mask.shape == image.shape
+    assert _iou(mask, cell_a) > 0.85
+    assert mask[30, 30]
+
+
+def test_grow_cell_dim_cell_next_to_bright_one():
+    rng = np.random.default_rng(2)
+    shape = (70, 80)
+    bright = _disc(shape, (35, 28), 10)
+    dim = _disc(shape, (35, 48), 9) & ~bright
+    image = 0.1 + 0.9 * bright + 0.25 * dim + rng.normal(0, 0.02, shape)
+    mask = grow_cell(image.astype(np.float32), (35, 50), max_radius=25)
+    assert _iou(mask, dim) > 0.8
+    assert (mask & bright).sum() < 0.05 * bright.sum()
+
+
+def test_grow_cell_is_bounded_by_max_radius():
+    image = np.zeros((60, 60), np.float32)
+    image[10:50, 10:50] = 1.0
+    mask = grow_cell(image, (30, 30), max_radius=8)
+    assert mask.any()
+    assert mask.sum() <= np.pi * 8**2 + 4 * 8
+    yy, xx = np.nonzero(mask)
+    assert np.max((yy - 30) ** 2 + (xx - 30) ** 2) <= 64
+
+
+def test_grow_cell_respects_existing_cells(scene):
+    image, cell_a, cell_b = scene
+    labels = np.zeros(image.shape, np.int32)
+    labels[cell_a] = 2
+    labels[:5] = BACKGROUND_LABEL  # background may be overwritten, cells may not
+    # A fixed threshold that takes both discs: cell_a stays out of the mask.
+    mask = grow_cell(image, (30, 52), max_radius=30, threshold=0.4, labels=labels)
+    assert not (mask & cell_a).any()
+    assert _iou(mask, cell_b) > 0.8
+    # Clicking on an existing cell grows nothing.
+    assert not grow_cell(image, (30, 30), labels=labels).any()
+
+
+def test_grow_cell_from_probabilities(scene):
+    image, cell_a, cell_b = scene
+    prob = np.zeros(image.shape, np.float32)
+    prob[cell_b] = 0.9
+    mask = grow_cell(prob, (30, 52), image=image, max_radius=30)
+    np.testing.assert_array_equal(mask, cell_b)
+    # (n_classes, Y, X) probabilities from predict_tiled: class 1 is the foreground.
+    stacked = np.stack([1 - prob, prob])
+    np.testing.assert_array_equal(grow_cell(stacked, (30, 52), image=image, max_radius=30), cell_b)
+    # A click on a cell the network missed (low probability) falls back to the intensity.
+    missed = grow_cell(prob, (30, 30), image=image, max_radius=20)
+    assert _iou(missed, cell_a) > 0.85
+
+
+def test_grow_cell_dark_object_and_float_point():
+    image = np.ones((40, 40), np.float32)
+    dark = _disc(image.shape, (20, 20), 6)
+    image[dark] = 0.0
+    mask = grow_cell(image, (19.6, 20.4), max_radius=15)
+    assert _iou(mask, dark) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"point": (100, 3)}, "outside"),
+        ({"point": (1, 2, 3)}, "coordinates"),
+        ({"point": (3, 3), "max_radius": 0}, "max_radius"),
+        ({"point": (3, 3), "labels": np.zeros((5, 5), int)}, "does not match"),
+    ],
+)
+def test_grow_cell_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        grow_cell(np.zeros((10, 10)), **kwargs)
+    with pytest.raises(ValueError, match="2D"):
+        grow_cell(np.zeros((2, 10, 10)), (3, 3))
+
+
+def test_add_cell_ids_and_no_overwrite():
+    labels = np.zeros((6, 6), np.int32)
+    labels[0, :] = BACKGROUND_LABEL
+    labels[5, 5] = 4
+    mask = np.zeros((6, 6), bool)
+    mask[0:2, 0:3] = True
+    mask[5, 5] = True
+    new, new_id, indices = add_cell(labels, mask, return_indices=True)
+    assert new_id == 5
+    assert new[5, 5] == 4  # the existing cell is untouched
+    assert (new[0:2, 0:3] == 5).all()  # unlabeled and background pixels are written
+    changed = np.zeros((6, 6), bool)
+    changed[indices] = True
+    np.testing.assert_array_equal(changed, new != labels)
+    assert labels.max() == 4 and (labels[0:2, 0:3] != 5).all()  # input not modified
+    # first id is 2 in the sparse convention, 1 in dense
+    assert add_cell(np.zeros((3, 3), int), np.eye(3, dtype=bool))[1] == 2
+    assert add_cell(np.zeros((3, 3), int), np.eye(3, dtype=bool), dense=True)[1] == 1
+    # nothing writable -> id 0, unchanged
+    new, new_id = add_cell(labels, labels == 4)
+    assert new_id == 0 and np.array_equal(new, labels)
+
+
+def test_add_cell_upcasts_full_dtype():
+    labels = np.array([[255, 0]], dtype=np.uint8)
+    new, new_id = add_cell(labels, np.array([[False, True]]))
+    assert new_id == 256 and new[0, 1] == 256 and new[0, 0] == 255
+
+
+def test_remove_object_from_labels_and_predictions():
+    labels = np.zeros((5, 6), np.int32)
+    labels[1:3, 1:3] = 3
+    labels[4, :] = BACKGROUND_LABEL
+    new, indices = remove_object(labels, (1, 2), return_indices=True)
+    assert (new[1:3, 1:3] == BACKGROUND_LABEL).all()
+    assert len(indices[0]) == 4
+    dense_new = remove_object(labels, (1, 1), dense=True)
+    assert (dense_new[1:3, 1:3] == 0).all()
+    # Empty there: the predicted object becomes background, except labeled cells.
+    predicted = np.zeros((5, 6), np.int32)
+    predicted[0:4, 2:5] = 7
+    new = remove_object(labels, (0, 4), predicted)
+    assert (new[0:4, 3:5] == BACKGROUND_LABEL).all()
+    assert (new[0, 2] == BACKGROUND_LABEL) and (new[1:3, 2] == 3).all()
+    assert new[3, 2] == BACKGROUND_LABEL and new[3, 1] == 0
+    # Nothing under the point: unchanged, no indices.
+    new, indices = remove_object(labels, (0, 0), predicted, return_indices=True)
+    assert np.array_equal(new, labels) and indices[0].size == 0
+
+
+def test_accept_object():
+    labels = np.zeros((5, 6), np.int32)
+    labels[0, 0] = 2
+    labels[4, 4] = BACKGROUND_LABEL
+    predicted = np.zeros((5, 6), np.int32)
+    predicted[0:2, 0:2] = 1
+    predicted[3:5, 3:6] = 2
+    new, new_id, indices = accept_object(labels, predicted, (4, 5), return_indices=True)
+    assert new_id == 3
+    assert (new[3:5, 3:6] == 3).all()  # background pixel (4, 4) included
+    assert len(indices[0]) == 6
+    # Over predicted object 1 the existing cell pixel (0, 0) is kept.
+    new, new_id = accept_object(labels, predicted, (1, 1))
+    assert new_id == 3 and new[0, 0] == 2 and (new[1, :2] == 3).all()
+    # No prediction there, or already a cell: nothing happens.
+    assert accept_object(labels, predicted, (2, 2))[1] == 0
+    assert accept_object(labels, predicted, (0, 0))[1] == 0
+    with pytest.raises(ValueError, match="does not match"):
+        accept_object(labels, predicted[:4], (0, 0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    arrays(np.int32, (5, 7), elements=st.integers(0, 5)),
+    arrays(bool, (5, 7)),
+    st.booleans(),
+)
+def test_add_cell_only_writes_free_pixels(labels, mask, dense):
+    new, new_id, indices = add_cell(labels, mask, dense=dense, return_indices=True)
+    first = 1 if dense else 2
+    free = labels < first
+    changed = new != labels
+    np.testing.assert_array_equal(changed, mask & free)
+    if changed.any():
+        assert new_id > labels.max() and new_id >= first
+        assert (new[changed] == new_id).all()
+        assert np.array_equal(new[indices], np.full(len(indices[0]), new_id))
+    else:
+        assert new_id == 0

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_unet.core.instances import label_instances
+
+YY, XX = np.mgrid[:100, :120]
+
+
+def disc(cy, cx, r):
+    return (YY - cy) ** 2 + (XX - cx) ** 2 <= r * r
+
+
+def soft(mask, lo=0.1, hi=0.9):
+    return np.where(mask, hi, lo).astype(np.float32)
+
+
+@pytest.mark.parametrize("gap", [30, 26, 22])
+def test_two_touching_discs_are_split(gap):
+    prob = soft(disc(50, 40, 15) | disc(50, 40 + gap, 15))
+    lab = label_instances(prob)
+    assert lab.dtype == np.int32
+    assert lab.max() == 2
+    np.testing.assert_array_equal(np.unique(lab), [0, 1, 2])
+    # each disc centre belongs to a different object, and each object is about one disc
+    assert lab[50, 40] != lab[50, 40 + gap]
+    sizes = np.bincount(lab.ravel())[1:]
+    assert sizes.min() > 0.35 * sizes.sum()
+
+
+@pytest.mark.parametrize("axes", [(40, 12), (30, 20), (50, 6), (20, 20)])
+def test_convex_blob_is_not_split(axes):
+    a, b = axes
+    ellipse = ((YY - 50) / b) ** 2 + ((XX - 60) / a) ** 2 <= 1
+    lab = label_instances(soft(ellipse))
+    assert lab.max() == 1
+    np.testing.assert_array_equal(lab > 0, ellipse)
+
+
+def test_rectangle_is_not_split():
+    rect = (np.abs(YY - 50) < 10) & (np.abs(XX - 60) < 50)
+    assert label_instances(soft(rect)).max() == 1
+
+
+def test_noise_ring_leaves_no_tiny_objects():
+    rng = np.random.default_rng(0)
+    r = np.hypot(YY - 50, XX - 60)
+    prob = ((r > 30) & (r < 33) & (rng.random(r.shape) < 0.08)).astype(np.float32)
+    assert label_instances(prob, min_size=15).max() == 0
+    dense = ((r > 30) & (r < 33) & (rng.random(r.shape) < 0.4)).astype(np.float32)
+    lab = label_instances(dense, min_size=15)
+    sizes = np.bincount(lab.ravel())[1:]
+    assert np.all(sizes >= 15)
+
+
+def test_threshold_min_size_fill_holes_and_no_split():
+    prob = np.zeros((100, 120), np.float32)
+    prob[disc(30, 30, 10)] = 0.7
+    prob[disc(30, 30, 3)] = 0.2  # hole
+    prob[disc(70, 90, 2)] = 0.9  # 13 pixels < min_size
+    prob[disc(70, 30, 8)] = 0.55
+    lab = label_instances(prob, threshold=0.5, min_size=15)
+    assert lab.max() == 2
+    assert lab[30, 30] > 0  # hole filled
+    assert lab[70, 90] == 0
+    lab = label_instances(prob, threshold=0.6, fill_holes=False)
+    assert lab.max() == 1 and lab[30, 30] == 0
+    touching = soft(disc(50, 40, 15) | disc(50, 66, 15))
+    assert label_instances(touching, split_touching=False).max() == 1
+
+
+def test_class_probabilities_and_stacks():
+    cell = soft(disc(50, 40, 15) | disc(50, 66, 15))
+    classes = np.stack([1 - cell, cell])  # (n_classes, Y, X): sums to 1
+    np.testing.assert_array_equal(label_instances(classes), label_instances(cell))
+    stack = np.stack([cell, soft(disc(20, 20, 8)), np.zeros_like(cell)])  # (Z, Y, X)
+    lab = label_instances(stack)
+    assert lab.shape == stack.shape
+    assert set(np.unique(lab[0])) == {0, 1, 2}
+    assert set(np.unique(lab[1])) == {0, 3}
+    assert lab[2].max() == 0
+    zc = np.stack([classes, classes])  # (Z, n_classes, Y, X)
+    lab4 = label_instances(zc)
+    assert lab4.shape == (2, 100, 120) and lab4.max() == 4
+    # explicit override: a 2-slice stack whose slices happen to sum to 1
+    lab_stack = label_instances(classes, stack=True)
+    assert lab_stack.shape == (2, 100, 120)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(0, 6))
+def test_ids_are_sequential_and_cover_the_mask(seed, n):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((100, 120), bool)
+    for _ in range(n):
+        mask |= disc(rng.integers(10, 90), rng.integers(10, 110), rng.integers(5, 14))
+    lab = label_instances(soft(mask), min_size=15)
+    ids = np.unique(lab[lab > 0])
+    np.testing.assert_array_equal(ids, np.arange(1, len(ids) + 1))
+    # every kept pixel comes from the mask; every object respects min_size
+    assert not np.any((lab > 0) & ~mask)
+    assert np.all(np.bincount(lab.ravel())[1:] >= 15)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((2, 3, 4, 5, 6)), np.full((8, 8), np.nan), np.zeros((8, 8), dtype=object)],
+)
+def test_bad_input_raises(bad):
+    with pytest.raises(ValueError):
+        label_instances(bad)
+
+
+def test_bad_parameters_raise():
+    with pytest.raises(ValueError):
+        label_instances(np.zeros((8, 8)), min_size=-1)
+    with pytest.raises(ValueError):
+        label_instances(np.zeros((8, 8)), min_distance=-2)
+
+
+def test_recovers_touching_synthetic_cells():
+    from napari_unet.core.metrics import matching
+    from napari_unet.core.synthetic import make_cells
+
+    _, gt = make_cells((128, 128), 12, seed=1)
+    prob = (gt > 0).astype(np.float32)
+    split = matching(label_instances(prob), gt)
+    merged = matching(label_instances(prob, split_touching=False), gt)
+    assert split["accuracy"] >= 0.9
+    assert split["accuracy"] >= merged["accuracy"]

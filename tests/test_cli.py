@@ -1,0 +1,254 @@
+"""The napari-unet command line: train -> predict -> evaluate, and every bad-input exit code."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_unet import cli
+from napari_unet.core.io import read_image, write_array
+from napari_unet.core.synthetic import make_cells
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Synthetic images/labels on disk and a tiny model trained by the CLI (20 steps)."""
+    root = tmp_path_factory.mktemp("cli")
+    for i in range(2):
+        image, labels = make_cells((96, 96), 8, seed=i)
+        write_array(root / "images" / f"cells{i}.tif", image)
+        write_array(root / "gt" / f"cells{i}.tif", labels)
+    code = cli.main(
+        [
+            "train",
+            str(root / "images" / "cells0.tif"),
+            str(root / "images" / "cells1.tif"),
+            "--labels",
+            str(root / "gt" / "cells0.tif"),
+            str(root / "gt" / "cells1.tif"),
+            "--out",
+            str(root / "model.pt"),
+            "--depth",
+            "2",
+            "--width",
+            "8",
+            "--steps",
+            "20",
+            "--dense-labels",
+            "--patch-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--seed",
+            "0",
+            "--no-augment",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    return root
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_round_trip(trained, tmp_path, capsys):
+    out = tmp_path / "pred"
+    code = cli.main(
+        [
+            "predict",
+            str(trained / "model.pt"),
+            str(trained / "images"),
+            "--out",
+            str(out),
+            "--format",
+            "png",
+            "--probabilities",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    assert _files(out) == ["cells0.png", "cells1.png", "cells0.tif", "cells1.tif", "probabilities"][
+        :0
+    ] or sorted(_files(out)) == sorted(
+        ["cells0.png", "cells1.png", "probabilities", "cells0.tif", "cells1.tif"]
+    )
+    labels = read_image(out / "cells0.png")
+    assert labels.shape == (96, 96) and labels.dtype == np.uint16
+    prob = read_image(out / "probabilities" / "cells0.tif")
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    capsys.readouterr()
+    report = tmp_path / "scores.json"
+    assert cli.main(["evaluate", str(out), str(trained / "gt"), "--json", str(report)]) == 0
+    table = capsys.readouterr().out
+    assert "cells0" in table and "mean" in table and "ap@0.50" in table
+    scores = json.loads(report.read_text())
+    assert set(scores["images"]) == {"cells0", "cells1"}
+    mean = scores["mean"]
+    assert len([k for k in mean if k.startswith("ap@")]) == 9
+    for key in ("iou", "dice", "map", "mean_matched_iou", "pixel_error", "rand_error"):
+        assert 0.0 <= mean[key] <= 1.0
+    # the metrics are computed from the files, e.g. pixel error of the binary masks
+    gt = read_image(trained / "gt" / "cells0.tif")
+    expected = np.mean((labels > 0) != (gt > 0))
+    assert scores["images"]["cells0"]["pixel_error"] == pytest.approx(expected)
+    # evaluating a prediction against itself is perfect
+    assert cli.main(["evaluate", str(trained / "gt"), str(trained / "gt")]) == 0
+
+
+def test_folder_equals_per_file_python(trained, tmp_path):
+    from napari_unet.core.checkpoint import load_model
+    from napari_unet.core.instances import label_instances
+    from napari_unet.core.tiling import predict_tiled
+
+    out = tmp_path / "pred"
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(trained / "model.pt"),
+                str(trained / "images"),
+                "--out",
+                str(out),
+                "--format",
+                "npy",
+                "--min-size",
+                "10",
+            ]
+        )
+        == 0
+    )
+    model = load_model(trained / "model.pt")
+    for name in ("cells0", "cells1"):
+        image = read_image(trained / "images" / f"{name}.tif")
+        expected = label_instances(predict_tiled(model, image)[1], 0.5, 10)
+        np.testing.assert_array_equal(np.load(out / f"{name}.npy"), expected)
+
+
+def test_zarr_input_gives_zarr_store(trained, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    image = read_image(trained / "images" / "cells0.tif")
+    src = zarr.open_array(
+        store=str(tmp_path / "big.zarr"),
+        mode="w",
+        shape=image.shape,
+        chunks=(48, 48),
+        dtype=image.dtype,
+    )
+    src[:] = image
+    out = tmp_path / "pred"
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(trained / "model.pt"),
+                str(tmp_path / "big.zarr"),
+                "--out",
+                str(out),
+                "--chunk",
+                "48",
+            ]
+        )
+        == 0
+    )
+    labels = read_image(out / "big.zarr")
+    assert labels.shape == image.shape
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("napari-unet: error: ")
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_bad_inputs(trained, tmp_path, capsys):
+    model = str(trained / "model.pt")
+    image = str(trained / "images" / "cells0.tif")
+    out = tmp_path / "pred"
+    # missing input / missing model -> 3
+    assert cli.main(["predict", model, str(tmp_path / "nope.tif"), "--out", str(out)]) == 3
+    assert "nope.tif" in _error(capsys)
+    assert cli.main(["predict", str(tmp_path / "none.pt"), image, "--out", str(out)]) == 3
+    assert "model not found" in _error(capsys)
+    # unreadable image -> 4
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"not a tiff at all")
+    assert cli.main(["predict", model, str(bad), "--out", str(out)]) == 4
+    assert "broken.tif" in _error(capsys)
+    # corrupt model -> 4
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    assert cli.main(["predict", str(corrupt), image, "--out", str(out)]) == 4
+    assert "checkpoint" in _error(capsys)
+    # incompatible image (RGB for a 1-channel model) -> 5
+    rgb = tmp_path / "rgb.png"
+    write_array(rgb, np.zeros((64, 64, 3), np.uint8))
+    assert cli.main(["predict", model, str(rgb), "--out", str(out)]) == 5
+    assert "RGB" in _error(capsys)
+    assert _files(out) == []  # nothing written by any failure
+    # existing output -> 3, file untouched
+    out.mkdir()
+    (out / "cells0.tif").write_bytes(b"keep")
+    assert cli.main(["predict", model, image, "--out", str(out)]) == 3
+    assert "--overwrite" in _error(capsys)
+    assert (out / "cells0.tif").read_bytes() == b"keep"
+    assert cli.main(["predict", model, image, "--out", str(out), "--overwrite"]) == 0
+    assert read_image(out / "cells0.tif").shape == (96, 96)
+    # train: shape mismatch -> 5, count mismatch / bad option -> 2, nothing written
+    small = tmp_path / "small.tif"
+    write_array(small, np.ones((50, 50), np.int32))
+    args = [
+        "train",
+        image,
+        "--labels",
+        str(small),
+        "--out",
+        str(tmp_path / "m.pt"),
+        "--steps",
+        "1",
+        "--depth",
+        "2",
+        "--width",
+        "4",
+    ]
+    assert cli.main(args) == 5
+    _error(capsys)
+    assert cli.main(["train", image, image, "--labels", str(small), "--out", "x.pt"]) == 2
+    _error(capsys)
+    assert cli.main(["train", image, "--steps", "0"]) == 2
+    assert not (tmp_path / "m.pt").exists()
+    # evaluate: shape mismatch -> 5, nothing in common -> 3
+    gt = tmp_path / "gt"
+    write_array(gt / "cells0.tif", np.zeros((10, 10), np.int32))
+    assert cli.main(["evaluate", str(out), str(gt), "--json", str(tmp_path / "s.json")]) == 5
+    assert "shape" in _error(capsys)
+    assert not (tmp_path / "s.json").exists()
+    assert cli.main(["evaluate", str(out), str(trained / "images" / "..")]) == 3
+    _error(capsys)
+
+
+def test_cancel_exits_130(trained, tmp_path, capsys, monkeypatch):
+    from napari_unet import scaleout
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scaleout, "predict_file", interrupted)
+    code = cli.main(
+        [
+            "predict",
+            str(trained / "model.pt"),
+            str(trained / "images"),
+            "--out",
+            str(tmp_path / "p"),
+        ]
+    )
+    assert code == 130
+    assert "cancelled" in _error(capsys)
+    assert _files(tmp_path / "p") == []
