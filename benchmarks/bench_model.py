@@ -1,6 +1,6 @@
 """Model speed on this CPU: reference 3x3 conv GFLOP/s, then U-Net training/inference.
 
-Run: ``.venv/bin/python benchmarks/bench_model.py [--quick]`` (2 threads, about 2-3 minutes).
+Run: ``.venv/bin/python benchmarks/bench_model.py [--quick] [--threads 2]`` (about 3 minutes).
 
 1. Reference: one big ``nn.Conv2d(64, 64, 3)`` forward on 1x64x256x256
    (FLOPs = 2*Cin*Cout*9*H*W), best of a few runs, contiguous and channels_last; it is
@@ -32,15 +32,22 @@ from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
 PATCH_OUT = 96  # 4 training patches with a 96x96 output (training.DEFAULT_OUTPUT_PATCH)
 
 
+CPU_TIMES: dict[float, float] = {}  # wall time of a best run -> its process CPU time
+
+
 def best_time(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    """Best wall time of ``reps`` runs; its process CPU time is kept in CPU_TIMES."""
     for _ in range(warmup):
         fn()
-    times = []
+    best, best_cpu = float("inf"), 0.0
     for _ in range(reps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        t, c = time.perf_counter() - t0, time.process_time() - c0
+        if t < best:
+            best, best_cpu = t, c
+    CPU_TIMES[best] = best_cpu
+    return best
 
 
 def count_flops(model: UNet, shape: tuple[int, ...], train: bool) -> int:
@@ -122,8 +129,11 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no paper net")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (1 is far faster on a loaded box)"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     reps = 1 if args.quick else 2
     print(
@@ -155,16 +165,17 @@ def main() -> None:
     print()
     print(
         f"{'network':30s} {'task':10s} {'input':18s} {'time s':>7s} {'GFLOP':>7s} "
-        f"{'GFLOP/s':>8s} {'ref':>6s} {'vs ref':>6s}"
+        f"{'GFLOP/s':>8s} {'ref':>6s} {'vs ref':>6s} {'CPU s':>7s}"
     )
     for name, kind, shape, t, gfl, gfs, ref in rows:
         print(
             f"{name:30s} {kind:10s} {str(shape):18s} {t:7.3f} {gfl:7.1f} {gfs:8.1f} "
-            f"{ref:6.1f} {gfs / ref * 100:5.0f}%"
+            f"{ref:6.1f} {gfs / ref * 100:5.0f}% {CPU_TIMES.get(t, float('nan')):7.3f}"
         )
     print(
         f"\nref = channels_last reference conv GFLOP/s measured just before each row "
-        f"(the machine is shared); load average now {os.getloadavg()[0]:.1f}"
+        f"(the machine is shared); CPU s = process CPU time of the timed run (2 threads: "
+        f"about 2x wall when the cores are free); load average now {os.getloadavg()[0]:.1f}"
     )
 
 

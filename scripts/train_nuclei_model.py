@@ -89,6 +89,9 @@ def main() -> None:
                         help="weights + run info saved right after training")
     parser.add_argument("--from-raw", action="store_true",
                         help="skip training: score and save the weights stored in --raw")
+    parser.add_argument("--continue-raw", action="store_true",
+                        help="start from the weights in --raw and train --minutes more "
+                        "(a warm restart of the learning-rate schedule)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -96,26 +99,37 @@ def main() -> None:
     names = P.list_names("train")[: args.max_train]
     model = UNet(**ARCH)
     config = TrainConfig(minutes=args.minutes, dense=True, seed=args.seed, device="cpu")
-    if args.from_raw:
+    stages: list[dict[str, float]] = []
+    n_train = len(names)
+    if args.from_raw or args.continue_raw:
         raw = torch.load(args.raw, weights_only=False)
         model.load_state_dict(raw["state_dict"])
         model.metadata = raw["metadata"]
-        steps, train_s, n_train = raw["steps"], raw["train_s"], raw["n_train"]
-    else:
+        stages = raw.get("stages") or [  # raw files of the first version of this script
+            {"minutes": None, "steps": raw["steps"], "wall_s": raw["train_s"], "cpu_s": None}
+        ]
+    if not args.from_raw:
         train_set = [P.load_sample(n, "train") for n in names]
-        n_train = len(train_set)
         images, labels = [s.image for s in train_set], [s.labels for s in train_set]
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         last = None
         for last in train(model, images, labels, config):
             if last.step % 100 == 0:
                 print(f"step {last.step} loss {last.loss:.4f} elapsed {last.elapsed_s:.0f}s",
                       flush=True)
-        train_s = time.perf_counter() - start
-        steps = last.step if last is not None else 0
-        print(f"trained {steps} steps in {train_s:.0f}s", flush=True)
+        stages.append({
+            "minutes": args.minutes,
+            "steps": last.step if last is not None else 0,
+            "wall_s": round(time.perf_counter() - wall, 1),
+            "cpu_s": round(time.process_time() - cpu, 1),
+        })
+        print(f"stage {len(stages)}: {stages[-1]}", flush=True)
         torch.save({"state_dict": model.state_dict(), "metadata": model.metadata,
-                    "steps": steps, "train_s": train_s, "n_train": n_train}, args.raw)
+                    "stages": stages}, args.raw)
+    steps = sum(int(st["steps"]) for st in stages)
+    train_s = sum(st["wall_s"] for st in stages)
+    cpu_known = [st["cpu_s"] for st in stages if st["cpu_s"] is not None]
+    cpu_s = sum(cpu_known) if len(cpu_known) == len(stages) else None
 
     val = P.validation_set(args.max_val)
     scores = evaluate(model, val)
@@ -129,11 +143,15 @@ def main() -> None:
             f"Adam lr {config.learning_rate} (warm-up + cosine decay), batch {config.batch_size}, "
             f"default patch size and augmentation (rotations, flips, elastic, intensity), "
             f"border weights w0={config.w0} sigma={config.sigma}, seed {args.seed}, "
-            f"time budget {args.minutes} min on CPU ({args.threads} threads); "
+            f"{len(stages)} stage(s) of {[st['minutes'] for st in stages]} min wall time each "
+            f"(each a warm-up + cosine schedule; later stages continue from the previous "
+            f"weights) on a shared 2-core CPU ({args.threads} torch thread); "
             "script scripts/train_nuclei_model.py"
         ),
         "steps": int(steps),
+        "stages": stages,
         "training_time_s": round(train_s, 1),
+        "training_cpu_s": None if cpu_s is None else round(cpu_s, 1),
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
         "date": datetime.date.today().isoformat(),
         "metrics_val_fluo": {

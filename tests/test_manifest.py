@@ -36,5 +36,5 @@ def test_widget_opens_from_the_manifest(make_napari_viewer, widget_name):
     viewer.open_sample("napari-unet", "cells_sparse")
     dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", widget_name)
     assert dock is not None and widget is not None
-    assert widget.isEnabled()
+    assert getattr(widget, "native", widget).isEnabled()
     viewer.window.remove_dock_widget(dock)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tracemalloc
-from collections import defaultdict
 
 import numpy as np
 import pytest

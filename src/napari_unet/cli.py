@@ -326,7 +326,9 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``napari-unet`` argument parser (subcommands train, predict, evaluate)."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Train, apply and evaluate U-Net segmentation without a GUI."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     devices = ["auto", "cpu", "cuda", "mps"]
 

@@ -16,8 +16,8 @@ cluster), and only small summaries travel back to the caller:
    pixels around it and keeps its own pixels (local ids 1..n). For each pair of 8-adjacent
    pixels across a chunk border, the two objects are merged when either chunk's labelling (which
    sees both pixels) gives them the same id. Merging is a union-find (connected components of the
-   merge graph); merged objects below ``min_size`` are dropped; ids become 1..N in raster order
-   of the chunks.
+   merge graph); ids become 1..N in raster order of the chunks. ``min_size`` is applied by
+   ``label_instances`` inside each window (as in memory), not again after merging.
 4. **relabel**: each chunk maps its local ids to the global ids and writes them.
 
 What is guaranteed, compared with ``label_instances(predict_tiled(model, image, norm_range=r))``
@@ -30,7 +30,9 @@ on the whole image (same ``threshold``, ``min_size``, ``norm_range``):
   window (chunk + ``label_halo``) of every chunk it touches; this holds for all objects smaller
   than ``label_halo - 10`` px across when the median cell radius is computed from all components.
   Larger objects crossing a chunk border are still one object or split by the watershed, but the
-  split may differ near the border (each chunk sees only part of them).
+  split may differ near the border (each chunk sees only part of them). ``label_instances`` can
+  give one id to disconnected fragments (pixels of a component that no watershed marker reached);
+  fragments on both sides of a chunk border keep one id only where they touch across it.
 
 Files (:func:`predict_files`) are one task each; zarr files go through :func:`predict_zarr`.
 With a ``client``, the model travels as checkpoint bytes (or a checkpoint path) and is loaded

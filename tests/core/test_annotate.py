@@ -201,3 +201,15 @@ def test_add_cell_only_writes_free_pixels(labels, mask, dense):
         assert np.array_equal(new[indices], np.full(len(indices[0]), new_id))
     else:
         assert new_id == 0
+
+
+def test_click_on_one_of_two_touching_cells_adds_only_that_cell():
+    from napari_unet.core.annotate import grow_cell
+
+    yy, xx = np.mgrid[0:80, 0:120]
+    left = (yy - 40) ** 2 + (xx - 45) ** 2 <= 15**2
+    right = (yy - 40) ** 2 + (xx - 73) ** 2 <= 15**2
+    prob = (left | right).astype(np.float32)
+    mask = grow_cell(prob, (40, 40), image=prob, max_radius=40)
+    assert mask[40, 45] and not mask[40, 80]
+    assert 0.8 * left.sum() < mask.sum() < 1.2 * left.sum()

@@ -117,7 +117,7 @@ def grow_cell(
         prob_threshold = 0.5 if threshold is None else float(threshold)
         prob = src[win].astype(np.float32)
         if prob[local_pt] > prob_threshold:
-            region = _component((prob > prob_threshold) & allowed, local_pt)
+            region = _split_component(prob, prob_threshold, allowed, local_pt)
         else:
             region = _grow_intensity(img[win], local_pt, allowed, None)
     else:
@@ -127,6 +127,22 @@ def grow_cell(
     out = np.zeros(shape, dtype=bool)
     out[win] = region
     return out
+
+
+def _split_component(
+    prob: np.ndarray, threshold: float, allowed: np.ndarray, point: tuple[int, ...]
+) -> np.ndarray:
+    """The above-threshold region at ``point``, cut from touching neighbours.
+
+    A click on one of several touching cells must add that cell only, so the region is split
+    with the same watershed as the predicted instances and the piece under the click is kept.
+    """
+    from .instances import label_instances
+
+    component = _component((prob > threshold) & allowed, point)
+    pieces = label_instances(np.where(component, prob, 0.0), threshold, min_size=1)
+    piece = pieces[point]
+    return pieces == piece if piece else component
 
 
 def _grow_intensity(

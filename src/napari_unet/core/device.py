@@ -70,9 +70,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def free_device_memory(device: str | torch.device | None = None) -> None:
-    """Collect garbage and empty the CUDA/MPS caching allocator (no-op on CPU)."""
-    gc.collect()
+    """Empty the CUDA/MPS caching allocator; a no-op on the CPU.
+
+    Garbage is collected first only for an accelerator: a full collection holds the GIL for
+    up to a second, which would freeze napari's event loop at the end of every CPU run.
+    """
     kind = torch.device(device).type if device is not None else None
+    if kind == "cpu":
+        return
+    gc.collect()
     if kind in (None, "cuda") and _cuda_ok():
         torch.cuda.empty_cache()
     if kind in (None, "mps") and _mps_ok():

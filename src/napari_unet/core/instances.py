@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage as ndi
+from skimage import measure
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
@@ -103,11 +104,24 @@ def _label_slice(
     if np.any(missing):
         labels = labels.astype(np.int64)
         labels[missing] = comp[missing] + labels.max()
-    _, inverse = np.unique(labels, return_inverse=True)
-    out = inverse.reshape(labels.shape).astype(np.int32)
-    if labels.min() > 0:  # no background at all: ids start at 1 anyway
-        out += 1
-    return out
+    return _connected_and_large(labels, min_size)
+
+
+def _connected_and_large(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Sequential ids 1..n where every object is one connected piece of at least min_size px.
+
+    The second watershed pass can leave a marker's region in pieces or below min_size; both
+    would surprise a user (one id on two blobs, a speck that min_size should have removed).
+    """
+    pieces = measure.label(labels, background=0, connectivity=1)
+    if min_size > 1 and pieces.max() > 0:
+        sizes = np.bincount(pieces.ravel())
+        small = sizes < min_size
+        small[0] = False
+        if np.any(small):
+            pieces[small[pieces]] = 0
+            pieces = measure.label(pieces, background=0, connectivity=1)
+    return pieces.astype(np.int32)
 
 
 def _pick_cell_probability(arr: np.ndarray, stack: bool | None) -> tuple[np.ndarray, bool]:

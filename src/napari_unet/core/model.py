@@ -5,7 +5,8 @@ Each level has two 3x3 convolutions + ReLU (unpadded for ``padding="valid"`` as 
 up, the encoder features are centre-cropped and concatenated, and a final 1x1 convolution gives
 ``n_classes`` logits. ``UNet()`` with its defaults (1 channel in, 2 classes, depth 4, 64 base
 channels, valid padding, no normalization, transposed convolutions) is the paper network:
-572x572 in -> 388x388 out, 31,031,685 parameters.
+572x572 in -> 388x388 out, 31,030,658 parameters (the often quoted 31,031,685 is the Keras
+zhixuhao/unet variant, which ends with an extra 3x3 conv 64->2 and a 1x1 conv 2->1).
 
 Geometry (valid padding): an input size is valid when every size before a pooling is even and
 every feature map stays non-empty; the output is ``context`` pixels smaller on each side
@@ -17,11 +18,12 @@ does not see the zero padding of the tile border (the receptive-field radius, pl
 the pooling blocks, rounded up to a multiple of ``shape_multiple``).
 
 ``DEFAULT_CONFIG`` is the interactive CPU default, chosen with ``benchmarks/bench_model.py`` on a
-2-core AMD EPYC (see benchmarks/README.md): depth 3, 32 base channels, valid padding, batch norm.
-A training step on a batch of 4 patches of 124x124 (output 92x92) takes about 0.3 s, inference on
-a 512x512 tile about 0.35 s, with a context of 44 px per side (field of view 89 px), which is larger
-than a typical cell in the microscopy images this plugin targets. The paper network (depth 4, 64)
-needs ~12 s for the same training step.
+shared 2-core AMD EPYC (figures in benchmarks/README.md, "Model"): depth 3, 16 base channels,
+valid padding, batch norm, transposed convolutions. One training step (Adam) on a batch of 4
+patches of 188x188 (output 96x96, the training default) takes 0.36 s and inference of a
+508x508 tile 0.34 s (one torch thread; the paper network needs ~20 s for one 572x572 step), with
+a context of 44 px per side (receptive field 89 px), larger than the cells this plugin targets.
+Depth 3 / 32 channels costs 3.4x more per step (1.2 s), depth 4 / 16 channels 2.4x (0.86 s).
 """
 
 from __future__ import annotations

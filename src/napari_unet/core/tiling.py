@@ -34,7 +34,7 @@ from .model import UNet
 from .normalize import apply_range, percentile_range, range_to_offset_scale, to_channels_first
 
 # default tile (network input) edge per device type; see benchmarks/README.md "Tiled prediction"
-DEFAULT_TILE_SIZE = {"cpu": 512, "mps": 768, "cuda": 1024}
+DEFAULT_TILE_SIZE = {"cpu": 384, "mps": 768, "cuda": 1024}
 DEFAULT_NORMALIZATION = {"low": 1.0, "high": 99.8}
 
 
@@ -68,6 +68,15 @@ class AxisPlan:
     tiles: tuple[AxisTile, ...]
 
 
+def _cover(model: UNet, tile_len: int) -> int:
+    """Output pixels a tile of ``tile_len`` contributes (valid: its output; same: its centre)."""
+    if model.padding == "valid":
+        out = model._out_len(tile_len)
+        assert out is not None
+        return out
+    return tile_len - 2 * model.context
+
+
 def _plan_axis(model: UNet, start: int, stop: int, tile_len: int) -> AxisPlan:
     """Tiles covering output ``[start, stop)`` of one axis, origins aligned to shape_multiple."""
     m = model.shape_multiple
@@ -81,8 +90,7 @@ def _plan_axis(model: UNet, start: int, stop: int, tile_len: int) -> AxisPlan:
         tile_len = model._valid_len_at_most(tile_len)
         single = model._valid_len(need + 2 * lead)
         tile_len = min(tile_len, single)
-        cover = model._out_len(tile_len)
-        assert cover is not None
+        cover = _cover(model, tile_len)
         out_shift = 0  # tile output index 0 sits at image coordinate ``origin``
     else:
         lead = model.context
@@ -91,9 +99,18 @@ def _plan_axis(model: UNet, start: int, stop: int, tile_len: int) -> AxisPlan:
         if tile_len < smallest:
             raise ValueError(f"tile_size must be at least {smallest} px for this network")
         tile_len = min(tile_len, -(-need // m) * m + 2 * lead)
-        cover = tile_len - 2 * lead
+        cover = _cover(model, tile_len)
         out_shift = lead  # tile output index 0 sits at ``origin - lead``
     step = max(cover // m * m, m)
+    if cover < need:
+        # balance: the smallest tile that still needs no more tiles (saves mirrored compute)
+        count = 1 + -(-(need - cover) // step)
+        while tile_len - m >= smallest:
+            c = _cover(model, tile_len - m)
+            s = c // m * m
+            if s < m or (count - 1) * s + c < need:
+                break
+            tile_len, cover, step = tile_len - m, c, s
     tiles: list[AxisTile] = []
     origin, prev_end = a0, start
     while True:
@@ -321,7 +338,8 @@ def predict_region(
     orig_device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
     use_amp = amp and dev.type == "cuda"
-    batch = np.empty((batch_size, model.in_channels, py.tile_len, px.tile_len), dtype=np.float32)
+    slots = min(batch_size, total)
+    batch = np.empty((slots, model.in_channels, py.tile_len, px.tile_len), dtype=np.float32)
     done = 0
     try:
         model.eval().to(dev)

@@ -32,10 +32,13 @@ def _geometry(like: Layer | None, ndim: int) -> dict[str, Any]:
 
 def _add_or_update(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, name: str,
                    like: Layer | None, **kwargs: Any) -> Layer:
-    geometry = _geometry(like, np.ndim(data))
-    if name in viewer.layers:
-        layer = viewer.layers[name]
-        if layer._type_string == kind and layer.ndim == np.ndim(data):
+    existing = viewer.layers[name] if name in viewer.layers else None
+    rgb = bool(kwargs.get("rgb", getattr(existing, "rgb", False))) and kind == "image"
+    ndim = np.ndim(data) - (1 if rgb else 0)  # an RGB layer's colour axis is not a dimension
+    geometry = _geometry(like, ndim)
+    if existing is not None:
+        layer = existing
+        if layer._type_string == kind and layer.ndim == ndim:
             layer.data = data
             for key, value in {**geometry, **kwargs}.items():
                 if key in ("scale", "translate", "opacity", "visible", "blending", "colormap",
