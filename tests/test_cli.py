@@ -250,3 +250,34 @@ def test_cancel_exits_130(trained, tmp_path, capsys, monkeypatch):
     assert code == 130
     assert "cancelled" in _error(capsys)
     assert _files(tmp_path / "p") == []
+
+
+def test_fine_tune_the_shipped_starting_model_by_name(trained, tmp_path):
+    out = tmp_path / "tuned.pt"
+    code = cli.main(
+        [
+            "train",
+            str(trained / "images" / "cells0.tif"),
+            "--labels",
+            str(trained / "gt" / "cells0.tif"),
+            "--from",
+            "nuclei",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--dense-labels",
+        ]
+    )
+    assert code == 0 and out.is_file()
+    from napari_unet.core.checkpoint import load_model
+    from napari_unet.models import load_pretrained
+
+    tuned, start = load_model(out), load_pretrained()
+    assert tuned.config == start.config
+    changed = [
+        name
+        for name, value in tuned.state_dict().items()
+        if value.is_floating_point() and not value.equal(start.state_dict()[name])
+    ]
+    assert changed  # the shipped weights were fine-tuned, not replaced by a new network

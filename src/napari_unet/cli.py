@@ -47,10 +47,20 @@ def _read(path: str | Path, what: str = "image") -> np.ndarray:
         raise CliError(EXIT_UNREADABLE, f"cannot read {what} {path}: {error}") from None
 
 
+def _model_path(name_or_path: str | Path) -> Path:
+    """A checkpoint path, or the file of a shipped starting model given by name ("nuclei")."""
+    from .models import PRETRAINED, pretrained_path
+
+    names = {name.split(",")[0]: name for name in PRETRAINED} | {n: n for n in PRETRAINED}
+    if str(name_or_path) in names and not Path(name_or_path).exists():
+        return pretrained_path(names[str(name_or_path)])
+    return Path(name_or_path)
+
+
 def _load_model(path: str | Path) -> Any:
     from .core.checkpoint import load_model
 
-    path = Path(path)
+    path = _model_path(path)
     if not path.exists():
         raise CliError(EXIT_FILE, f"model not found: {path}")
     return load_model(path)  # CheckpointError -> exit 4 in main()
@@ -193,7 +203,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     bar = _bar(len(paths), "predict", "image")
     try:
         written = predict_files(
-            model if client is None else args.model,
+            model if client is None else str(_model_path(args.model)),
             paths,
             args.out,
             fmt=args.format,
@@ -342,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="label images, paired with the images by order",
     )
     t.add_argument("--out", required=True, metavar="MODEL", help="checkpoint file to write")
-    t.add_argument("--from", dest="from_model", metavar="MODEL", help="fine-tune this checkpoint")
+    t.add_argument(
+        "--from",
+        dest="from_model",
+        metavar="MODEL",
+        help="fine-tune this checkpoint, or 'nuclei' for the shipped starting model",
+    )
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int)
     budget.add_argument("--minutes", type=_positive_float)

@@ -39,6 +39,8 @@ def _viewer_with_cells(make_napari_viewer, shape=(96, 96), seed=0):
 def _tiny_widget(viewer, steps=40):
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    assert widget.source_combo.currentIndex() == train_mod.SOURCE_PRETRAINED  # the default
+    widget.source_combo.setCurrentIndex(train_mod.SOURCE_NEW)
     widget.depth.setValue(TINY["depth"])
     widget.width.setValue(TINY["base_channels"])
     widget.length.setValue(steps)
@@ -306,3 +308,25 @@ def test_retrain_fine_tunes_session_model_and_updates_overlay(make_napari_viewer
     assert retrain(viewer, viewer.layers["img"], viewer.layers["empty"],
                    on_finished=done.append) is None
     assert done == [False] and "no labels painted" in errors[0]
+
+
+def test_fine_tunes_the_shipped_starting_model_by_default(make_napari_viewer, qtbot, errors):
+    from napari_unet.models import load_pretrained
+
+    viewer = _viewer_with_cells(make_napari_viewer)
+    widget = _tiny_widget(viewer, steps=2)
+    widget.source_combo.setCurrentIndex(train_mod.SOURCE_PRETRAINED)
+    widget.patch_size.setValue(0)  # the model's own default patch
+    worker = widget.start_training(start=False)
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        worker.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert errors == []
+    start, tuned = load_pretrained(), get_session(viewer).model
+    assert tuned.config == start.config
+    assert any(
+        not value.equal(start.state_dict()[name])
+        for name, value in tuned.state_dict().items()
+        if value.is_floating_point()
+    )

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     import napari
     from napari.qt.threading import GeneratorWorker
 
-SOURCE_NEW, SOURCE_CONTINUE, SOURCE_LOAD = range(3)
+SOURCE_NEW, SOURCE_CONTINUE, SOURCE_LOAD, SOURCE_PRETRAINED = range(4)
 RETRAIN_STEPS = 100
 # Niceness added to the training thread (Linux: per thread) so that, when the CPU is busy, the
 # GUI thread is scheduled first; see benchmarks/bench_responsiveness.py.
@@ -71,6 +71,23 @@ def field_of_view(model: UNet) -> int:
         return 2 * model.context + 1
     twin = UNet(**{**model.config, "padding": "valid", "in_channels": 1, "base_channels": 1})
     return 2 * twin.context + 1
+
+
+def _pretrained_names() -> list[str]:
+    """Names of the starting models shipped with the package (none if the files are missing)."""
+    try:
+        from napari_unet.models import PRETRAINED, pretrained_path
+
+        return [name for name in PRETRAINED if pretrained_path(name).is_file()]
+    except (ImportError, ValueError):
+        return []
+
+
+def _load_pretrained(choice: str) -> UNet:
+    """Load the starting model named in a source-combo entry ("starting model: NAME")."""
+    from napari_unet.models import load_pretrained
+
+    return load_pretrained(choice.split(": ", 1)[1])
 
 
 def worker_threads() -> int:
@@ -494,6 +511,12 @@ class TrainWidget(QWidget):
 
         self.source_combo = QComboBox()
         self.source_combo.addItems(["new model", "continue current model", "load checkpoint…"])
+        self.source_combo.addItems([f"starting model: {name}" for name in _pretrained_names()])
+        self.source_combo.setToolTip(
+            "new: from scratch; starting model: the shipped network trained on DSB2018 "
+            "fluorescence nuclei (fine-tuned on your labels)")
+        if self.source_combo.count() > SOURCE_PRETRAINED:
+            self.source_combo.setCurrentIndex(SOURCE_PRETRAINED)
         self.depth = _spin(1, 6, DEFAULT_CONFIG["depth"], tip="number of poolings")
         self.width = _spin(2, 128, DEFAULT_CONFIG["base_channels"], tip="channels of level 1")
         self.padding = QComboBox()
@@ -705,6 +728,8 @@ class TrainWidget(QWidget):
             config.validate()
             pairs = self.pairs()
             base = self.session.model if source != SOURCE_NEW else None
+            if source >= SOURCE_PRETRAINED:
+                base = _load_pretrained(self.source_combo.currentText())
             if source != SOURCE_NEW and base is None:
                 raise ValueError("there is no current model to continue: choose 'new model'")
             in_channels = int(base.in_channels) if base is not None else None
