@@ -2,18 +2,21 @@
 
 Protocols (see ``protocols.py``): ``few-N`` keeps N nuclei of one training image plus plausible
 painted background (sparse labels); ``full-K`` uses K completely labeled training images (dense).
-Methods: ``unet`` (the default network from scratch, trained for each time budget), ``rf``
-(random forest on the same labels; fast, so budget-free), ``start`` (the shipped starting model,
-no training; protocol-free) and ``ft`` (the starting model fine-tuned at a low learning rate).
+Methods: ``unet`` (the default network from scratch, trained for each budget), ``rf`` (random
+forest on the same labels, ``rf_baseline.py``; fast, so budget-free), ``start`` (the shipped
+starting model, no training; protocol-free), ``ft`` (the starting model fine-tuned at a low
+learning rate) and ``ftbn`` (the same with the BatchNorm running statistics frozen).
 
-Scores per run, averaged over the validation images: accuracy at IoU 0.5 (TP / (TP + FP + FN)
-after optimal matching), mean matched IoU, and pixel-level foreground IoU.
+Budgets are CPU minutes, converted to a step count (the benchmark machine is shared, so wall
+time mostly measures the other users). Scores per run, averaged over the validation images:
+accuracy at IoU 0.5 (TP / (TP + FP + FN) after optimal matching), mean matched IoU, pixel-level
+foreground IoU, precision and recall, all after ``label_instances(p, threshold, min_size)``.
 
-Results are merged into a JSON file (one invocation can add runs to earlier ones) and the
-table is printed, and written into benchmarks/README.md with ``--write-readme``::
+Results are merged into a JSON file (``--resume`` skips runs already there; ``--collect`` merges
+files) and the table is printed, and written into benchmarks/README.md with ``--write-readme``::
 
-    .venv/bin/python benchmarks/evaluate.py --budgets 1 --max-val 20 --seed 0
-    .venv/bin/python benchmarks/evaluate.py --quick          # smoke test, ~1-2 minutes
+    .venv/bin/python benchmarks/evaluate.py --budgets 1 5 --max-val 20 --seed 0 --threshold 0.8
+    .venv/bin/python benchmarks/evaluate.py --quick          # smoke test, 1-3 minutes
 """
 
 from __future__ import annotations
@@ -137,8 +140,16 @@ def cpu_seconds_per_step(
     The first step (data preparation, allocations) is not counted.
     """
     probe = copy.deepcopy(model)
-    gen = train(probe, proto.images, proto.labels, steps=10**6, dense=proto.dense, seed=seed,
-                device="cpu", **overrides)
+    gen = train(
+        probe,
+        proto.images,
+        proto.labels,
+        steps=10**6,
+        dense=proto.dense,
+        seed=seed,
+        device="cpu",
+        **overrides,
+    )
     start = None
     for i, _ in enumerate(gen):
         if i == 0:
@@ -231,8 +242,12 @@ def format_table(results: list[dict[str, Any]]) -> str:
     rows = sorted(
         results,
         key=lambda r: (
-            -r.get("threshold", 0.5), r["n_val"], order.get(r["protocol"], 99),
-            r["budget_min"] or 0, morder[r["method"]], r["seed"],
+            -r.get("threshold", 0.5),
+            r["n_val"],
+            order.get(r["protocol"], 99),
+            r["budget_min"] or 0,
+            morder[r["method"]],
+            r["seed"],
         ),
     )
     lines = [
@@ -309,8 +324,16 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
         start_model = load_starting_model()
     if "start" in args.methods and todo("none", "start", None):
         maps = unet_foreground(start_model, val)
-        record({"protocol": "none", "method": "start", "budget_min": None, "train_s": 0.0,
-                "steps": None, **evaluate_maps(maps, val, threshold, min_size, args.sweep)})
+        record(
+            {
+                "protocol": "none",
+                "method": "start",
+                "budget_min": None,
+                "train_s": 0.0,
+                "steps": None,
+                **evaluate_maps(maps, val, threshold, min_size, args.sweep),
+            }
+        )
     for name in args.protocols:
         proto = build_protocol(name, args.seed)
         if "rf" in args.methods and todo(name, "rf", None):
@@ -318,17 +341,32 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
             forest, fit_s = RF.train_forest(proto.images, proto.labels, proto.dense, args.seed)
             wall = time.perf_counter() - wall
             maps = [RF.predict_foreground(forest, s.image) for s in val]
-            record({"protocol": name, "method": "rf", "budget_min": None, "train_s": fit_s,
+            record(
+                {
+                    "protocol": name,
+                    "method": "rf",
+                    "budget_min": None,
+                    "train_s": fit_s,
                     "wall_s": wall,
-                    "steps": None, **evaluate_maps(maps, val, threshold, min_size, args.sweep)})
+                    "steps": None,
+                    **evaluate_maps(maps, val, threshold, min_size, args.sweep),
+                }
+            )
         for minutes in args.budgets:
             if "unet" in args.methods and todo(name, "unet", minutes):
                 torch.manual_seed(args.seed)
                 model = UNet(**DEFAULT_CONFIG)
                 info = train_unet(model, proto, minutes, args.seed, **overrides)
                 maps = unet_foreground(model, val)
-                record({"protocol": name, "method": "unet", "budget_min": minutes, **info,
-                        **evaluate_maps(maps, val, threshold, min_size, args.sweep)})
+                record(
+                    {
+                        "protocol": name,
+                        "method": "unet",
+                        "budget_min": minutes,
+                        **info,
+                        **evaluate_maps(maps, val, threshold, min_size, args.sweep),
+                    }
+                )
             for method in ("ft", "ftbn"):
                 if method not in args.methods or not todo(name, method, minutes):
                     continue
@@ -340,41 +378,87 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
                     lr = FT_LR_FACTOR * TrainConfig().learning_rate
                 info = train_unet(model, proto, minutes, args.seed, learning_rate=lr)
                 maps = unet_foreground(model, val)
-                record({"protocol": name, "method": method, "budget_min": minutes, **info,
-                        **evaluate_maps(maps, val, threshold, min_size, args.sweep)})
+                record(
+                    {
+                        "protocol": name,
+                        "method": method,
+                        "budget_min": minutes,
+                        **info,
+                        **evaluate_maps(maps, val, threshold, min_size, args.sweep),
+                    }
+                )
     return results
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 5.0],
-                        help="training budgets in minutes of wall time")
+    parser.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=[1.0, 5.0],
+        help="training budgets in CPU minutes (converted to a step count)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-val", type=int, default=20,
-                        help="score a fixed random subset of val/fluo (seed 0); 0 = all 62")
-    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOL_NAMES),
-                        choices=PROTOCOL_NAMES)
+    parser.add_argument(
+        "--max-val",
+        type=int,
+        default=20,
+        help="score a fixed random subset of val/fluo (seed 0); 0 = all 62",
+    )
+    parser.add_argument(
+        "--protocols", nargs="+", default=list(PROTOCOL_NAMES), choices=PROTOCOL_NAMES
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--min-size", type=int, default=15)
-    parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate for the U-Net from scratch (default: TrainConfig's)")
-    parser.add_argument("--ft-lr", type=float, default=None,
-                        help=f"fine-tuning learning rate (default {FT_LR_FACTOR} x TrainConfig's)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: on the loaded 2-core machine, 2 were ~4x slower)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate for the U-Net from scratch (default: TrainConfig's)",
+    )
+    parser.add_argument(
+        "--ft-lr",
+        type=float,
+        default=None,
+        help=f"fine-tuning learning rate (default {FT_LR_FACTOR} x TrainConfig's)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on the loaded 2-core machine, 2 were ~4x slower)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--sweep", type=float, nargs="*", default=[],
-                        help="also report accuracy@0.5 at these probability thresholds "
-                        "(each costs one more post-processing pass)")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip runs already in the results file")
-    parser.add_argument("--collect", type=Path, nargs="+", default=None,
-                        help="run nothing: merge these result files into --results and the table")
-    parser.add_argument("--write-readme", action="store_true",
-                        help="write the table of all stored runs into benchmarks/README.md")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 0.1-minute budget, 4 val images, few-5 and full-1")
+    parser.add_argument(
+        "--sweep",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also report accuracy@0.5 at these probability thresholds "
+        "(each costs one more post-processing pass)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="skip runs already in the results file"
+    )
+    parser.add_argument(
+        "--collect",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="run nothing: merge these result files into --results and the table",
+    )
+    parser.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="write the table of all stored runs into benchmarks/README.md",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 0.1-minute budget, 4 val images, few-5 and full-1",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.budgets, args.max_val = [0.1], 4
@@ -399,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(table)
     if args.write_readme:
         write_readme(table)
+
 
 if __name__ == "__main__":
     main()

@@ -101,7 +101,7 @@ def test_round_trip(trained, tmp_path, capsys):
 
 def test_folder_equals_per_file_python(trained, tmp_path):
     from napari_unet.core.checkpoint import load_model
-    from napari_unet.core.instances import label_instances
+    from napari_unet.core.instances import DEFAULT_THRESHOLD, label_instances
     from napari_unet.core.tiling import predict_tiled
 
     out = tmp_path / "pred"
@@ -124,7 +124,7 @@ def test_folder_equals_per_file_python(trained, tmp_path):
     model = load_model(trained / "model.pt")
     for name in ("cells0", "cells1"):
         image = read_image(trained / "images" / f"{name}.tif")
-        expected = label_instances(predict_tiled(model, image)[1], 0.5, 10)
+        expected = label_instances(predict_tiled(model, image)[1], DEFAULT_THRESHOLD, 10)
         np.testing.assert_array_equal(np.load(out / f"{name}.npy"), expected)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .core.instances import DEFAULT_THRESHOLD
+
 PROG = "napari-unet"
 EXIT_OK, EXIT_USAGE, EXIT_FILE, EXIT_UNREADABLE, EXIT_DATA, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".zarr")
@@ -111,7 +113,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .core.checkpoint import save_model
     from .core.model import DEFAULT_CONFIG, UNet
-    from .core.training import TrainConfig, train
+    from .core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, train
 
     if len(args.labels) != len(args.images):
         raise CliError(
@@ -131,6 +133,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if arch:
             raise CliError(EXIT_USAGE, f"--{arch[0]} cannot change a model given with --from")
         model = _load_model(args.from_model)
+        if args.lr is None:
+            args.lr = FINE_TUNE_LEARNING_RATE
     else:
         config = dict(DEFAULT_CONFIG)
         if args.depth is not None:
@@ -391,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write cell probabilities to DIR/probabilities/",
     )
     p.add_argument("--format", choices=["tif", "png", "npy"], default="tif")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     p.add_argument("--min-size", type=int, default=15)
     p.add_argument("--tile-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, default=4)

@@ -61,7 +61,7 @@ def run_headless(out_dir: Path, seconds: float, seed: int) -> Path:
 
     from napari_unet._sample_data import SAMPLE_CELLS, SAMPLE_SHAPE
     from napari_unet.core import io, metrics
-    from napari_unet.core.instances import label_instances
+    from napari_unet.core.instances import DEFAULT_THRESHOLD, label_instances
     from napari_unet.core.synthetic import make_cells, sparse_annotation
     from napari_unet.core.tiling import predict_tiled
     from napari_unet.core.training import train
@@ -87,7 +87,7 @@ def run_headless(out_dir: Path, seconds: float, seed: int) -> Path:
     if progress is None:
         raise RuntimeError("training made no step")
     probabilities = predict_tiled(model, image)
-    instances = label_instances(probabilities[1])
+    instances = label_instances(probabilities[1], DEFAULT_THRESHOLD)
     elapsed = time.perf_counter() - start
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = io.write_array(out_dir / f"cells_instances_{stamp}.tif", instances.astype(np.uint16))

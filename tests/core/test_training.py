@@ -245,3 +245,28 @@ def test_reflect_index_matches_numpy_pad(size, start, length):
     np.testing.assert_array_equal(
         _reflect_index(start, length, size), padded[start + pad : start + pad + length]
     )
+
+
+def _running_means(model: UNet) -> list[torch.Tensor]:
+    return [
+        module.running_mean.clone()
+        for module in model.modules()
+        if isinstance(module, torch.nn.BatchNorm2d)
+    ]
+
+
+def test_fine_tuning_keeps_batchnorm_statistics_of_a_trained_model():
+    image, labels = make_cells((96, 96), 8, seed=0)
+    model = tiny()
+    fresh = _running_means(model)
+    train_to_completion(model, image, labels, steps=2, dense=True, patch_size=32, seed=0)
+    trained = _running_means(model)
+    assert any(not a.equal(b) for a, b in zip(fresh, trained, strict=True))  # first training
+    weights = [p.detach().clone() for p in model.parameters()]
+    train_to_completion(model, image, labels, steps=2, dense=True, patch_size=32, seed=1)
+    assert all(a.equal(b) for a, b in zip(trained, _running_means(model), strict=True))
+    assert any(not a.equal(p) for a, p in zip(weights, model.parameters(), strict=True))
+    train_to_completion(
+        model, image, labels, steps=2, dense=True, patch_size=32, freeze_norm_stats=False
+    )
+    assert any(not a.equal(b) for a, b in zip(trained, _running_means(model), strict=True))

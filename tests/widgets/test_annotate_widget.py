@@ -202,7 +202,9 @@ def test_corrections_then_retrain_changes_prediction(setup, scene, qtbot):
     session = get_session(viewer)
     session.set_model(UNet(in_channels=1, depth=2, base_channels=4, padding="same"), "new")
     session.train_settings.update(patch_size=32, batch_size=2, learning_rate=1e-2, seed=0)
-    worker = predict_layer(viewer, viewer.layers["img"], session.model, start=False)
+    worker = predict_layer(
+        viewer, viewer.layers["img"], session.model, threshold=0.5, start=False
+    )
     with qtbot.waitSignal(worker.finished, timeout=30000):
         worker.start()
     before = viewer.layers["img probability"].data.copy()

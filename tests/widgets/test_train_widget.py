@@ -316,6 +316,7 @@ def test_fine_tunes_the_shipped_starting_model_by_default(make_napari_viewer, qt
     viewer = _viewer_with_cells(make_napari_viewer)
     widget = _tiny_widget(viewer, steps=2)
     widget.source_combo.setCurrentIndex(train_mod.SOURCE_PRETRAINED)
+    assert widget.learning_rate.value() == train_mod.FINE_TUNE_LEARNING_RATE  # gentle fine-tune
     widget.patch_size.setValue(0)  # the model's own default patch
     worker = widget.start_training(start=False)
     assert worker is not None

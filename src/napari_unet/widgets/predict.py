@@ -30,6 +30,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.core.instances import DEFAULT_THRESHOLD
+
 from . import _notify
 from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
 from ._session import Prediction, get_session
@@ -154,7 +156,7 @@ def predict_layer(
     viewer: napari.viewer.Viewer,
     image_layer: Image,
     model: UNet | None,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     min_size: int = 15,
     start: bool = True,
     *,
@@ -256,7 +258,7 @@ class PredictWidget(QWidget):
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(0.5)
+        self.threshold.setValue(DEFAULT_THRESHOLD)
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 10**7)
         self.min_size.setValue(15)

@@ -42,9 +42,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.core.instances import DEFAULT_THRESHOLD
 from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
 from napari_unet.core.model import DEFAULT_CONFIG, UNet
-from napari_unet.core.training import TrainConfig, TrainProgress, train
+from napari_unet.core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, TrainProgress, train
 
 from . import _notify
 from ._layers import image_layer_data
@@ -288,7 +289,7 @@ class TrainingRun:
         config: TrainConfig,
         *,
         predict_target: Image | None = None,
-        threshold: float = 0.5,
+        threshold: float = DEFAULT_THRESHOLD,
         min_size: int = 15,
         on_progress: Callable[[TrainProgress], None] | None = None,
         on_done: Callable[[TrainingRun], None] | None = None,
@@ -401,7 +402,7 @@ class TrainingRun:
 def _prediction_settings(viewer: napari.viewer.Viewer, layer: Image | None) -> tuple[float, int]:
     prediction = get_session(viewer).predictions.get(layer.name) if layer is not None else None
     if prediction is None:
-        return 0.5, 15
+        return DEFAULT_THRESHOLD, 15
     return prediction.threshold, prediction.min_size
 
 
@@ -608,11 +609,20 @@ class TrainWidget(QWidget):
         self.remove_pair_button.clicked.connect(self._remove_pair)
         self.source_combo.activated.connect(self._source_activated)
         self.source_combo.currentIndexChanged.connect(self._update_enabled)
+        self.source_combo.currentIndexChanged.connect(self._default_learning_rate)
+        self._default_learning_rate(self.source_combo.currentIndex())
         self.length_unit.currentIndexChanged.connect(self._update_enabled)
         self.train_button.clicked.connect(lambda: self.start_training())
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(self._save_clicked)
         self._update_enabled()
+
+    def _default_learning_rate(self, index: int) -> None:
+        """Fine-tune the starting model gently; train a new network at the usual rate."""
+        if index == SOURCE_PRETRAINED:
+            self.learning_rate.setValue(FINE_TUNE_LEARNING_RATE)
+        elif index == SOURCE_NEW:
+            self.learning_rate.setValue(TrainConfig.learning_rate)
 
     def _update_enabled(self, *_: Any) -> None:
         new = self.source_combo.currentIndex() == SOURCE_NEW
