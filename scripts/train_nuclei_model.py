@@ -114,7 +114,7 @@ def main() -> None:
     stages: list[dict[str, float]] = []
     n_train = len(names)
     if args.from_raw or args.continue_raw:
-        raw = torch.load(args.raw, weights_only=False)
+        raw = torch.load(args.raw, weights_only=True)
         model.load_state_dict(raw["state_dict"])
         model.metadata = raw["metadata"]
         stages = raw.get("stages") or [  # raw files of the first version of this script
