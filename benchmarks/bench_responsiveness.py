@@ -36,12 +36,13 @@ def main() -> None:
     from qtpy.QtCore import QEventLoop, QTimer
 
     from napari_unet.core.synthetic import make_cells
+    from napari_unet.widgets import _training_run
     from napari_unet.widgets import train as train_mod
 
     if args.threads is not None:
         train_mod.worker_threads = lambda: args.threads
     if args.nice is not None:
-        train_mod.WORKER_NICE = args.nice
+        _training_run.WORKER_NICE = args.nice
 
     viewer = napari.Viewer(show=True)
     image, labels = make_cells((args.size, args.size), n_cells=25, seed=0)
@@ -104,7 +105,7 @@ def main() -> None:
     steps = widget.loss_plot.steps[-1] if widget.loss_plot.steps else 0
     threads = args.threads if args.threads is not None else train_mod.worker_threads()
     print(f"cpu cores: {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}, worker torch "
-          f"threads: {threads}, worker nice +{train_mod.WORKER_NICE}, "
+          f"threads: {threads}, worker nice +{_training_run.WORKER_NICE}, "
           f"image {args.size}x{args.size}, model {widget.session.describe()}")
     print(f"training: {steps} steps in {state['t1'] - state['t0']:.1f} s, "
           f"final loss {widget.loss_plot.values[-1]:.4f}" if steps else "training: no steps")

@@ -10,10 +10,11 @@ from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import make_cells
 from napari_unet.core.training import TrainConfig, TrainProgress
-from napari_unet.widgets import _notify
+from napari_unet.widgets import _notify, _training_run
 from napari_unet.widgets import train as train_mod
 from napari_unet.widgets._session import get_session
-from napari_unet.widgets.train import TrainWidget, retrain, training_loop
+from napari_unet.widgets._training_run import training_loop
+from napari_unet.widgets.train import TrainWidget, retrain
 
 TINY = {"depth": 2, "base_channels": 4}
 
@@ -225,7 +226,7 @@ def test_training_loop_halves_batch_after_oom(monkeypatch):
                 raise torch.OutOfMemoryError("CUDA out of memory")
             yield TrainProgress(step, cfg.steps, 1.0 / step, 1e-3, 0.0, 0.0, "cuda")
 
-    monkeypatch.setattr(train_mod, "train", fake_train)
+    monkeypatch.setattr(_training_run, "train", fake_train)
     out = list(training_loop(None, [], [], TrainConfig(steps=10, batch_size=8)))
     notices = [o for o in out if isinstance(o, str)]
     steps = [o.step for o in out if not isinstance(o, str)]
@@ -241,7 +242,7 @@ def test_training_loop_halves_batch_after_oom(monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(train_mod, "train", always_oom)
+    monkeypatch.setattr(_training_run, "train", always_oom)
     with pytest.raises(RuntimeError, match="out of memory with batch size 4"):
         list(training_loop(None, [], [], TrainConfig(steps=10, batch_size=8)))
     assert len(calls) == 2

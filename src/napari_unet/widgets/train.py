@@ -9,21 +9,14 @@ halfway through a step. Cancel stops between steps; the model keeps its last fin
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import gc
-import os
-import threading
 import weakref
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -43,15 +36,21 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core.instances import DEFAULT_THRESHOLD
-from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
-from napari_unet.core.model import DEFAULT_CONFIG, UNet
-from napari_unet.core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, TrainProgress, train
+from napari_unet.core.model import DEFAULT_CONFIG
+from napari_unet.core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, TrainProgress
 
 from . import _notify
-from ._layers import image_layer_data
 from ._session import get_session
+from ._training_run import (
+    TrainingRun,
+    _load_pretrained,
+    _pretrained_names,
+    collect_training_data,
+    describe_progress,
+    make_model,
+    worker_threads,
+)
 from .loss_plot import LazyProgressBar, LossPlot
-from .predict import predict_layer
 
 if TYPE_CHECKING:
     import napari
@@ -59,346 +58,10 @@ if TYPE_CHECKING:
 
 SOURCE_NEW, SOURCE_CONTINUE, SOURCE_LOAD, SOURCE_PRETRAINED = range(4)
 RETRAIN_STEPS = 100
-# Niceness added to the training thread (Linux: per thread) so that, when the CPU is busy, the
-# GUI thread is scheduled first; see benchmarks/bench_responsiveness.py.
-WORKER_NICE = 10
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 # --------------------------------------------------------------------------- pure helpers
-def field_of_view(model: UNet) -> int:
-    """Receptive field (px) of ``model``: the smallest image side training makes sense for."""
-    if model.padding == "valid":
-        return 2 * model.context + 1
-    twin = UNet(**{**model.config, "padding": "valid", "in_channels": 1, "base_channels": 1})
-    return 2 * twin.context + 1
-
-
-def _pretrained_names() -> list[str]:
-    """Names of the starting models shipped with the package (none if the files are missing)."""
-    try:
-        from napari_unet.models import PRETRAINED, pretrained_path
-
-        return [name for name in PRETRAINED if pretrained_path(name).is_file()]
-    except (ImportError, ValueError):
-        return []
-
-
-def _load_pretrained(choice: str) -> UNet:
-    """Load the starting model named in a source-combo entry ("starting model: NAME")."""
-    from napari_unet.models import load_pretrained
-
-    return load_pretrained(choice.split(": ", 1)[1])
-
-
-def worker_threads() -> int:
-    """Torch threads for a training worker: all cores but one, so the GUI thread stays free."""
-    return max(1, (os.cpu_count() or 1) - 1)
-
-
-def make_model(in_channels: int = 1, depth: int | None = None, base_channels: int | None = None,
-               padding: str | None = None) -> UNet:
-    """A new U-Net with ``DEFAULT_CONFIG`` except for the given settings."""
-    cfg = dict(DEFAULT_CONFIG, in_channels=in_channels)
-    for key, value in (("depth", depth), ("base_channels", base_channels), ("padding", padding)):
-        if value is not None:
-            cfg[key] = value
-    return UNet(**cfg)
-
-
-def _channels_first(image: np.ndarray, channel_axis: int | None, labels: np.ndarray,
-                    name: str) -> tuple[np.ndarray, int]:
-    """Return ``(image with channels at -3 or none, n_channels)``; explain shape confusions."""
-    if channel_axis is not None:
-        spatial = np.delete(np.array(image.shape), channel_axis % image.ndim)
-        if tuple(spatial) != labels.shape:
-            raise ValueError(
-                f"labels shape {labels.shape} does not match image {name!r} of shape "
-                f"{image.shape} (without its channel axis: {tuple(spatial)})"
-            )
-        return np.moveaxis(image, channel_axis, -3), image.shape[channel_axis]
-    if image.shape == labels.shape:
-        return image, 1
-    if image.ndim == labels.ndim + 1:
-        if image.shape[:-3] + image.shape[-2:] == labels.shape:
-            return image, image.shape[-3]
-        if image.shape[:-1] == labels.shape and image.shape[-1] in (2, 3, 4):
-            raise ValueError(
-                f"image {name!r} of shape {image.shape} looks like RGB/multichannel with the "
-                "channels on the last axis, but napari shows it as a stack: open it as RGB "
-                "(rgb=True) or put the channels on axis -3"
-            )
-    raise ValueError(
-        f"labels shape {labels.shape} does not match image {name!r} of shape {image.shape}"
-    )
-
-
-def collect_training_data(
-    pairs: Sequence[tuple[Image, Labels]], dense: bool, in_channels: int | None = None,
-    model: UNet | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray], int, list[str]]:
-    """Copy and check the layer pairs; return ``(images, labels, n_channels, warnings)``.
-
-    Raises ValueError (message for the user) for shape or channel mismatches, unlabeled data,
-    images smaller than the network's field of view or a model with another channel count.
-    """
-    if not pairs:
-        raise ValueError("choose an image layer and a labels layer to train on")
-    images, labels, warnings = [], [], []
-    n_channels: int | None = None
-    totals = {"n_cells": 0, "n_background_px": 0, "n_labeled_px": 0}
-    for image_layer, labels_layer in pairs:
-        data, channel_axis = image_layer_data(image_layer)
-        lab = np.array(labels_layer.data, copy=True)
-        img, n = _channels_first(np.array(data, copy=True), channel_axis, lab, image_layer.name)
-        if n_channels is not None and n != n_channels:
-            raise ValueError(f"all images must have the same channels: {n} vs {n_channels}")
-        n_channels = n
-        if in_channels is not None and n != in_channels:
-            raise ValueError(
-                f"channel mismatch: the model to continue has {in_channels} input channel(s), "
-                f"image {image_layer.name!r} has {n}; start a new model instead"
-            )
-        for message in validate_pair(img, lab, dense, in_channels=n, require_labels=False):
-            warnings.append(f"{image_layer.name}: {message}")
-        for key, value in summarize(lab, dense).items():
-            totals[key] += value
-        if model is not None and min(lab.shape[-2:]) < field_of_view(model):
-            raise ValueError(
-                f"image {image_layer.name!r} ({lab.shape[-2]}x{lab.shape[-1]}) is smaller than "
-                f"the network's field of view ({field_of_view(model)} px): use a smaller depth"
-            )
-        images.append(img)
-        labels.append(lab)
-    if totals["n_labeled_px"] == 0:
-        raise ValueError(NO_LABELS_MESSAGE)
-    if totals["n_cells"] == 0:
-        first_cell = 1 if dense else 2
-        raise ValueError(f"no cells labeled: paint at least one cell (label >= {first_cell})")
-    if totals["n_background_px"] == 0:
-        raise ValueError("no background labeled: paint some background (label 1)" if not dense
-                         else "the labels contain no background (0)")
-    return images, labels, int(n_channels or 1), warnings
-
-
-def training_loop(model: UNet, images: list[np.ndarray], labels: list[np.ndarray],
-                  config: TrainConfig) -> Generator[TrainProgress | str, None, int]:
-    """``train`` with one retry at half the batch size after a GPU out-of-memory error.
-
-    Yields ``TrainProgress`` per step (steps counted across the retry) and a ``str`` notice
-    when it retries; returns the number of finished steps.
-    """
-    cfg, offset, steps_done, retried = config, 0, 0, False
-    while True:
-        gen = train(model, images, labels, cfg)
-        try:
-            for p in gen:
-                steps_done = offset + p.step
-                if offset:
-                    p = dataclasses.replace(p, step=steps_done, total_steps=offset + p.total_steps)
-                yield p
-            return steps_done
-        except torch.OutOfMemoryError as exc:
-            gen.close()
-            if retried or cfg.batch_size <= 1:
-                raise RuntimeError(
-                    f"GPU out of memory with batch size {cfg.batch_size}: use a smaller patch "
-                    "size or batch size, or the CPU"
-                ) from exc
-            retried, offset = True, steps_done
-            cfg = dataclasses.replace(
-                cfg, batch_size=max(1, cfg.batch_size // 2),
-                steps=max(1, cfg.steps - steps_done),
-            )
-            yield f"GPU out of memory: retrying with batch size {cfg.batch_size}"
-        finally:
-            gen.close()
-
-
-@contextlib.contextmanager
-def _lower_thread_priority(nice: int) -> Generator[None, None, None]:
-    """Raise the niceness of the calling thread (Linux) for the block; no-op elsewhere."""
-    tid = threading.get_native_id()
-    try:
-        before = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, before + nice))
-    except (AttributeError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):  # lowering niceness again may need privileges
-            os.setpriority(os.PRIO_PROCESS, tid, before)
-
-
-_GC_FROZEN = [0]  # number of runs holding the freeze
-_GC_LOCK = threading.Lock()
-
-
-def _freeze_gc() -> None:
-    """Move the objects that exist now out of the garbage collector's sight during training.
-
-    A full collection in napari's process scans every Qt/napari/torch object and holds the GIL
-    for ~0.7-1 s (measured by bench_responsiveness.py), freezing the GUI; the training thread
-    triggers such collections (automatically, and ``free_device_memory`` calls gc.collect()).
-    With the existing objects frozen, collections only scan what training allocates.
-    """
-    with _GC_LOCK:
-        if _GC_FROZEN[0] == 0:
-            gc.freeze()
-        _GC_FROZEN[0] += 1
-
-
-def _unfreeze_gc() -> None:
-    """Undo :func:`_freeze_gc` once the last run has finished (objects go back to gen 2)."""
-    with _GC_LOCK:
-        _GC_FROZEN[0] = max(0, _GC_FROZEN[0] - 1)
-        if _GC_FROZEN[0] == 0:
-            gc.unfreeze()
-
-
-def _fmt_seconds(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
-
-
-def describe_progress(p: TrainProgress) -> str:
-    """Status line: device, step, loss and time left."""
-    return (f"{p.device} · step {p.step}/{p.total_steps} · loss {p.loss:.4f} · "
-            f"{_fmt_seconds(p.eta_s)} left")
-
-
-# --------------------------------------------------------------------------- run orchestration
-_ACTIVE_RUNS: set[TrainingRun] = set()
-
-
-class TrainingRun:
-    """One training run: worker, session update, prediction afterwards, viewer-close safety.
-
-    ``status`` goes "running" -> "done" | "cancelled" | "failed"; ``busy`` stays True until the
-    follow-up prediction has finished too. ``on_done(run)`` is called once at the very end.
-    """
-
-    def __init__(
-        self,
-        viewer: napari.viewer.Viewer,
-        model: UNet,
-        images: list[np.ndarray],
-        labels: list[np.ndarray],
-        config: TrainConfig,
-        *,
-        predict_target: Image | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
-        min_size: int = 15,
-        on_progress: Callable[[TrainProgress], None] | None = None,
-        on_done: Callable[[TrainingRun], None] | None = None,
-    ) -> None:
-        self._viewer = weakref.ref(viewer)
-        self.model = model
-        self.config = config
-        self.predict_target = predict_target
-        self.threshold, self.min_size = threshold, min_size
-        self.on_progress, self.on_done = on_progress, on_done
-        self.status = "running"
-        self.busy = True
-        self.error: Exception | None = None
-        self.last: TrainProgress | None = None
-        self.predict_worker = None
-        self._viewer_closed = False
-        self._gc_frozen = False
-        self._loop = training_loop(model, images, labels, config)
-        loop = self._loop
-
-        def run() -> Generator[TrainProgress | str, None, int]:
-            self._gc_frozen = True
-            _freeze_gc()
-            with _lower_thread_priority(WORKER_NICE):
-                return (yield from loop)
-
-        self.worker: GeneratorWorker = create_worker(run, _start_thread=False)
-        self.worker.yielded.connect(self._yielded)
-        self.worker.errored.connect(self._errored)
-        self.worker.finished.connect(self._finished)
-        self._qt_window = getattr(getattr(viewer, "window", None), "_qt_window", None)
-        if self._qt_window is not None:
-            self._qt_window.destroyed.connect(self.viewer_closed)
-        _ACTIVE_RUNS.add(self)
-
-    def start(self) -> None:
-        """Start the worker thread."""
-        self.worker.start()
-
-    def cancel(self) -> None:
-        """Stop after the current step (the model keeps its last finished step)."""
-        self.worker.quit()
-
-    def viewer_closed(self, *_: Any) -> None:
-        """The viewer is gone: stop training and skip the follow-up prediction."""
-        self._viewer_closed = True
-        self.worker.quit()
-        if self.predict_worker is not None:
-            self.predict_worker.quit()
-
-    def _yielded(self, item: TrainProgress | str) -> None:
-        if isinstance(item, str):
-            _notify.notify_warning(item)
-            return
-        self.last = item
-        if self.on_progress is not None:
-            self.on_progress(item)
-
-    def _errored(self, exc: Exception) -> None:
-        self.error = exc
-        _notify.notify_error(f"Training failed: {exc}")
-
-    def _finished(self) -> None:
-        self._loop.close()  # runs train()'s cleanup: eval mode, CPU, device memory freed
-        if self._gc_frozen:
-            self._gc_frozen = False
-            _unfreeze_gc()
-        if self._qt_window is not None:
-            try:
-                self._qt_window.destroyed.disconnect(self.viewer_closed)
-            except (RuntimeError, TypeError):
-                pass
-            self._qt_window = None
-        if self.error is not None:
-            self.status = "failed"
-        elif self.worker.abort_requested:
-            self.status = "cancelled"
-        else:
-            self.status = "done"
-        viewer = self._viewer()
-        steps = self.last.step if self.last is not None else 0
-        if viewer is None or self._viewer_closed or self.status == "failed" or steps == 0:
-            self._complete()
-            return
-        session = get_session(viewer)
-        if self.status == "done":
-            session.set_model(self.model, "trained")
-        else:
-            session.set_model(self.model, f"trained (stopped at step {steps})")
-            _notify.notify_info(f"Training stopped at step {steps}; the model keeps that step")
-        target = self.predict_target
-        if self.status != "done" or target is None or target not in viewer.layers:
-            self._complete()
-            return
-        self.predict_worker = predict_layer(
-            viewer, target, self.model, self.threshold, self.min_size, start=True,
-            device=self.config.device, on_finished=lambda ok: self._complete(),
-        )
-
-    def _complete(self) -> None:
-        if not self.busy:
-            return
-        self.busy = False
-        self.predict_worker = None
-        _ACTIVE_RUNS.discard(self)
-        if self.on_done is not None:
-            self.on_done(self)
-
-
 def _prediction_settings(viewer: napari.viewer.Viewer, layer: Image | None) -> tuple[float, int]:
     prediction = get_session(viewer).predictions.get(layer.name) if layer is not None else None
     if prediction is None:
