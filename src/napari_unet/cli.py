@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.instances import DEFAULT_THRESHOLD
+from .core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 
 PROG = "napari-unet"
 EXIT_OK, EXIT_USAGE, EXIT_FILE, EXIT_UNREADABLE, EXIT_DATA, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=["tif", "png", "npy"], default="tif")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    p.add_argument("--min-size", type=int, default=15)
+    p.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE)
     p.add_argument("--tile-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--device", choices=devices, default="auto")

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from .core.model import UNet
 
 __all__ = [
@@ -538,8 +539,8 @@ def predict_zarr(
     dest: str | os.PathLike,
     *,
     chunk: int = 1024,
-    threshold: float = 0.5,
-    min_size: int = 15,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_size: int = DEFAULT_MIN_SIZE,
     memory_budget_mb: float | None = None,
     device: str = "auto",
     client: Any = None,
@@ -680,8 +681,8 @@ def predict_file(
     path: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    threshold: float = 0.5,
-    min_size: int = 15,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_size: int = DEFAULT_MIN_SIZE,
     tile_size: int | None = None,
     batch_size: int = 4,
     device: str = "auto",
@@ -731,8 +732,8 @@ def predict_files(
     out_dir: str | os.PathLike,
     *,
     fmt: str = "tif",
-    threshold: float = 0.5,
-    min_size: int = 15,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_size: int = DEFAULT_MIN_SIZE,
     tile_size: int | None = None,
     batch_size: int = 4,
     device: str = "auto",

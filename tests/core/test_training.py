@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -14,10 +15,12 @@ from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import make_cells, sparse_annotation
 from napari_unet.core.tiling import predict_tiled
 from napari_unet.core.training import (
+    DEFAULT_DISTILL_WEIGHT,
     TrainConfig,
     TrainProgress,
     _reflect_index,
     check_training_data,
+    distillation_loss,
     train,
     train_to_completion,
     weighted_cross_entropy,
@@ -270,3 +273,40 @@ def test_fine_tuning_keeps_batchnorm_statistics_of_a_trained_model():
         model, image, labels, steps=2, dense=True, patch_size=32, freeze_norm_stats=False
     )
     assert any(not a.equal(b) for a, b in zip(trained, _running_means(model), strict=True))
+
+
+def test_distillation_loss():
+    logits = torch.tensor([[[[2.0, -1.0]], [[0.0, 1.0]]]])  # (1, 2, 1, 2)
+    same = torch.softmax(logits, dim=1)
+    everywhere = torch.ones((1, 1, 2), dtype=torch.bool)
+    assert distillation_loss(logits, same, everywhere).abs() < 1e-6  # KL(p || p) = 0
+    other = torch.softmax(-logits, dim=1)
+    assert distillation_loss(logits, other, everywhere) > 0.1
+    only_first = torch.tensor([[[True, False]]])
+    first = distillation_loss(logits[..., :1], other[..., :1], everywhere[..., :1])
+    assert torch.isclose(distillation_loss(logits, other, only_first), first)
+    assert distillation_loss(logits, other, torch.zeros_like(only_first)) == 0
+
+
+def test_fine_tuning_on_few_cells_keeps_predictions_where_nothing_is_labeled(dense_run, cells):
+    """With the distillation term a sparse fine-tune drifts less on unlabeled pixels."""
+    trained, _ = dense_run
+    _, (image, labels) = cells
+    sparse = sparse_annotation(labels, n_cells=1, seed=0, background_blobs=0)
+    unlabeled = sparse == 0
+    before = predict_tiled(trained, image, device="cpu")[1]
+    drift = {}
+    for weight in (0.0, None):
+        model = copy.deepcopy(trained)
+        records = train_to_completion(
+            model, image, sparse, steps=25, seed=0, distill_weight=weight, **FAST
+        )
+        assert records[-1].step == 25
+        expected = DEFAULT_DISTILL_WEIGHT if weight is None else 0.0
+        assert model.metadata["training"]["distill_weight"] == expected
+        after = predict_tiled(model, image, device="cpu")[1]
+        drift[weight] = float(np.abs(after - before)[unlabeled].mean())
+    assert drift[None] < 0.7 * drift[0.0], drift
+    dense_model = copy.deepcopy(trained)
+    train_to_completion(dense_model, image, labels, steps=1, dense=True, seed=0, **FAST)
+    assert dense_model.metadata["training"]["distill_weight"] == 0.0  # nothing is unlabeled

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psygnal import Signal
 
+from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
+
 if TYPE_CHECKING:
     import napari
 
@@ -26,8 +28,8 @@ class Prediction:
 
     probability: np.ndarray
     instances: np.ndarray
-    threshold: float = 0.5
-    min_size: int = 15
+    threshold: float = DEFAULT_THRESHOLD
+    min_size: int = DEFAULT_MIN_SIZE
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 
-from napari_unet.core.instances import DEFAULT_THRESHOLD
+from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
 from napari_unet.core.model import DEFAULT_CONFIG, UNet
 from napari_unet.core.training import TrainConfig, TrainProgress, train
@@ -265,7 +265,7 @@ class TrainingRun:
         *,
         predict_target: Image | None = None,
         threshold: float = DEFAULT_THRESHOLD,
-        min_size: int = 15,
+        min_size: int = DEFAULT_MIN_SIZE,
         on_progress: Callable[[TrainProgress], None] | None = None,
         on_done: Callable[[TrainingRun], None] | None = None,
     ) -> None:

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.instances import DEFAULT_THRESHOLD
+from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 
 from . import _notify
 from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
@@ -157,7 +157,7 @@ def predict_layer(
     image_layer: Image,
     model: UNet | None,
     threshold: float = DEFAULT_THRESHOLD,
-    min_size: int = 15,
+    min_size: int = DEFAULT_MIN_SIZE,
     start: bool = True,
     *,
     device: str = "auto",
@@ -261,7 +261,7 @@ class PredictWidget(QWidget):
         self.threshold.setValue(DEFAULT_THRESHOLD)
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 10**7)
-        self.min_size.setValue(15)
+        self.min_size.setValue(DEFAULT_MIN_SIZE)
         self.device_combo = QComboBox()
         self.predict_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.instances import DEFAULT_THRESHOLD
+from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.model import DEFAULT_CONFIG
 from napari_unet.core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, TrainProgress
 
@@ -65,7 +65,7 @@ _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 def _prediction_settings(viewer: napari.viewer.Viewer, layer: Image | None) -> tuple[float, int]:
     prediction = get_session(viewer).predictions.get(layer.name) if layer is not None else None
     if prediction is None:
-        return DEFAULT_THRESHOLD, 15
+        return DEFAULT_THRESHOLD, DEFAULT_MIN_SIZE
     return prediction.threshold, prediction.min_size
 
 
@@ -178,7 +178,8 @@ class TrainWidget(QWidget):
         self.source_combo.addItems([f"starting model: {name}" for name in _pretrained_names()])
         self.source_combo.setToolTip(
             "new: from scratch; starting model: the shipped network trained on DSB2018 "
-            "fluorescence nuclei (fine-tuned on your labels)")
+            "fluorescence nuclei (fine-tuned on your labels). A trained model fine-tuned on "
+            "sparse labels keeps its predictions where you painted nothing")
         if self.source_combo.count() > SOURCE_PRETRAINED:
             self.source_combo.setCurrentIndex(SOURCE_PRETRAINED)
         self.depth = _spin(1, 6, DEFAULT_CONFIG["depth"], tip="number of poolings")
