@@ -10,15 +10,18 @@ engine's fine-tuning defaults, as the widget and the CLI do it: learning rate
 keeps the starting model's predictions on unlabeled pixels; ``--ft-lr`` and ``--distill``
 change them for ablations).
 
-Budgets are CPU minutes, converted to a step count (the benchmark machine is shared, so wall
-time mostly measures the other users). Scores per run, averaged over the validation images:
-accuracy at IoU 0.5 (TP / (TP + FP + FN) after optimal matching), mean matched IoU, pixel-level
-foreground IoU, precision and recall, all after ``label_instances(p, threshold, min_size)``.
+Budgets are CPU minutes of one torch thread, converted to a step count (on a shared machine
+wall time mostly measures the other users; on an idle core the two agree). Scores per run,
+averaged over the validation images: accuracy at IoU 0.5 (TP / (TP + FP + FN) after optimal
+matching), mean matched IoU, pixel-level foreground IoU, precision and recall, all after
+``label_instances(p, threshold, min_size)`` (the engine's defaults unless given), plus the
+accuracy at the ``--sweep`` thresholds.
 
 Results are merged into a JSON file (``--resume`` skips runs already there; ``--collect`` merges
-files) and the table is printed, and written into benchmarks/README.md with ``--write-readme``::
+files); a summary (forest vs U-Nets per protocol) and all runs are printed, and written into
+benchmarks/README.md with ``--write-readme``. Everything, one command (~1.5 h on 2 cores)::
 
-    .venv/bin/python benchmarks/evaluate.py --budgets 1 5 --max-val 20 --seed 0 --threshold 0.8
+    .venv/bin/python benchmarks/evaluate.py --write-readme
     .venv/bin/python benchmarks/evaluate.py --quick          # smoke test, 1-3 minutes
 """
 
@@ -44,7 +47,11 @@ sys.path.insert(0, str(HERE.parent / "src"))
 import protocols as P  # noqa: E402
 import rf_baseline as RF  # noqa: E402
 
-from napari_unet.core.instances import label_instances  # noqa: E402
+from napari_unet.core.instances import (  # noqa: E402
+    DEFAULT_MIN_SIZE,
+    DEFAULT_THRESHOLD,
+    label_instances,
+)
 from napari_unet.core.metrics import iou, matching  # noqa: E402
 from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
 from napari_unet.core.tiling import predict_tiled  # noqa: E402
@@ -464,15 +471,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-val",
         type=int,
-        default=20,
+        default=0,
         help="score a fixed random subset of val/fluo (seed 0); 0 = all 62",
     )
     parser.add_argument(
         "--protocols", nargs="+", default=list(PROTOCOL_NAMES), choices=PROTOCOL_NAMES
     )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--min-size", type=int, default=15)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE)
     parser.add_argument(
         "--lr",
         type=float,
@@ -502,7 +509,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--sweep",
         type=float,
         nargs="*",
-        default=[],
+        default=[0.5, 0.7, 0.9],
         help="also report accuracy@0.5 at these probability thresholds "
         "(each costs one more post-processing pass)",
     )
