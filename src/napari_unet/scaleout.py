@@ -11,7 +11,9 @@ cluster), and only small summaries travel back to the caller:
    ``norm_range``) up to float rounding. It goes to a zarr array (kept with ``probabilities=``).
 2. **marker spacing**: ``label_instances`` merges watershed markers closer than half the median
    cell radius; that median is computed once over the whole image (each component counted by
-   the chunk holding its bounding-box corner), not per chunk.
+   the chunk holding its bounding-box corner), not per chunk. Components larger than a label
+   window (chunk + ``label_halo``) are not counted, so on images with such large blobs the
+   spacing is smaller than the in-memory one (pass ``min_distance`` to fix it).
 3. **labels**: each chunk runs ``label_instances`` on its probabilities plus ``label_halo``
    pixels around it and keeps its own pixels (local ids 1..n). For each pair of 8-adjacent
    pixels across a chunk border, the two objects are merged when either chunk's labelling (which
