@@ -298,7 +298,8 @@ def format_summary(results: list[dict[str, Any]]) -> str:
         return f"{value:+.3f}" if signed else f"{value:.3f}"
 
     groups = sorted(
-        {(r.get("threshold", 0.5), r["n_val"], r["seed"]) for r in results}, reverse=True
+        {(r.get("threshold", 0.5), r["n_val"], r["seed"]) for r in results},
+        key=lambda g: (-g[0], -g[1], g[2]),
     )
     blocks = []
     for threshold, n_val, seed in groups:
