@@ -276,39 +276,30 @@ def format_summary(results: list[dict[str, Any]]) -> str:
     One block per (threshold, number of val images, seed); a missing run shows as ``-``.
     """
 
-    def acc(rows: list[dict[str, Any]], protocol: str, method: str, budget: float | None):
-        hits = [
-            r["accuracy"]
-            for r in rows
-            if r["protocol"] == protocol and r["method"] == method and r["budget_min"] == budget
-        ]
-        return hits[-1] if hits else None
-
-    def best_forest(rows: list[dict[str, Any]], protocol: str) -> float | None:
-        """The forest's accuracy at its best threshold (chosen one or any of ``--sweep``)."""
-        hits = [r for r in rows if r["protocol"] == protocol and r["method"] == "rf"]
-        if not hits:
-            return None
-        swept = hits[-1].get("accuracy_by_threshold", {}).values()
-        return max([hits[-1]["accuracy"], *swept])
-
     def cell(value: float | None, signed: bool = False) -> str:
         if value is None:
             return "-"
         return f"{value:+.3f}" if signed else f"{value:.3f}"
 
-    groups = sorted(
-        {(r.get("threshold", 0.5), r["n_val"], r["seed"]) for r in results},
-        key=lambda g: (-g[0], -g[1], g[2]),
-    )
+    def acc(runs: dict, protocol: str, method: str, budget: float | None) -> float | None:
+        run = runs.get((protocol, method, budget))
+        return None if run is None else run["accuracy"]
+
+    def group(r: dict[str, Any]) -> tuple[float, int, int]:
+        return r.get("threshold", 0.5), r["n_val"], r["seed"]
+
     blocks = []
-    for threshold, n_val, seed in groups:
-        rows = [
-            r
+    for threshold, n_val, seed in sorted(
+        {group(r) for r in results}, key=lambda g: (-g[0], -g[1], g[2])
+    ):
+        # (protocol, method, budget) -> run; a later run of the same key wins
+        runs = {
+            (r["protocol"], r["method"], r["budget_min"]): r
             for r in results
-            if (r.get("threshold", 0.5), r["n_val"], r["seed"]) == (threshold, n_val, seed)
-        ]
-        start = acc(rows, "none", "start", None)
+            if group(r) == (threshold, n_val, seed)
+        }
+
+        start = acc(runs, "none", "start", None)
         lines = [
             f"threshold {threshold:g}, {n_val} val images, seed {seed}; starting model alone: "
             f"{cell(start)}",
@@ -319,12 +310,16 @@ def format_summary(results: list[dict[str, Any]]) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for protocol in PROTOCOL_NAMES:
-            forest = acc(rows, protocol, "rf", None)
-            values = [acc(rows, protocol, m, b) for m in ("unet", "ft") for b in (1.0, 5.0)]
+            forest = acc(runs, protocol, "rf", None)
+            values = [acc(runs, protocol, m, b) for m in ("unet", "ft") for b in (1.0, 5.0)]
             if forest is None and all(v is None for v in values):
                 continue
             ft5 = values[3]
-            forest_best = best_forest(rows, protocol)
+            # the forest at its best threshold (the chosen one or any of --sweep)
+            forest_run = runs.get((protocol, "rf", None))
+            forest_best = forest and max(
+                [forest, *forest_run.get("accuracy_by_threshold", {}).values()]
+            )
             vs_forest = None if ft5 is None or forest_best is None else ft5 - forest_best
             tuned = [v for v in values[2:] if v is not None]
             vs_start = None if not tuned or start is None else min(tuned) - start

@@ -122,12 +122,7 @@ def _whole_image_min_distance(fg: np.ndarray, threshold: float, min_size: int) -
     """label_instances' default marker spacing: half the median inscribed radius of the cells."""
     from scipy import ndimage as ndi
 
-    mask = ndi.binary_fill_holes(fg > threshold)
-    comp, n = ndi.label(mask, structure=np.ones((3, 3), bool))
-    sizes = np.bincount(comp.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    mask = keep[comp]
+    mask = scaleout._clean_mask(fg, threshold, min_size)
     comp, n = ndi.label(mask, structure=np.ones((3, 3), bool))
     peaks = ndi.maximum(ndi.distance_transform_edt(mask), comp, index=np.arange(1, n + 1))
     return max(2.0, 0.5 * float(np.median(peaks)))
