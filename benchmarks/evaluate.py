@@ -81,15 +81,20 @@ class Protocol:
     dense: bool
 
 
-def build_protocol(name: str, seed: int) -> Protocol:
+def build_protocol(name: str, seed: int, domain: str = "fluo") -> Protocol:
     """``few-N`` (sparse, one image) or ``full-K`` (dense, K images) training data."""
     kind, _, count = name.partition("-")
+    few_image, full_images = (
+        (P.FEW_CELLS_IMAGE, P.FULL_IMAGES)
+        if domain == "fluo"
+        else (P.COLOR_FEW_CELLS_IMAGE, P.COLOR_FULL_IMAGES)
+    )
     if kind == "few":
-        sample = P.load_sample(P.FEW_CELLS_IMAGE, "train")
+        sample = P.load_sample(few_image, "train", domain)
         lab = P.few_cells_annotation(sample.labels, int(count), seed=seed)
         return Protocol(name, [sample.image], [lab], dense=False)
     if kind == "full":
-        samples = [P.load_sample(n, "train") for n in P.FULL_IMAGES[: int(count)]]
+        samples = [P.load_sample(n, "train", domain) for n in full_images[: int(count)]]
         return Protocol(
             name, [s.image for s in samples], [P.full_annotation(s.labels) for s in samples], True
         )
@@ -210,7 +215,7 @@ def load_starting_model() -> UNet:
 def result_key(r: dict[str, Any]) -> str:
     return (
         f"{r['protocol']}|{r['method']}|{r['budget_min']}|{r['seed']}|{r['n_val']}"
-        f"|{r.get('threshold', 0.5)}"
+        f"|{r.get('threshold', 0.5)}|{r.get('domain', 'fluo')}"
     )
 
 
@@ -242,6 +247,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     rows = sorted(
         results,
         key=lambda r: (
+            P.DOMAINS.index(r.get("domain", "fluo")),
             -r.get("threshold", 0.5),
             r["n_val"],
             order.get(r["protocol"], 99),
@@ -251,9 +257,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
         ),
     )
     lines = [
-        "| threshold | protocol | method | budget (CPU min) | CPU s | wall s | steps | acc@0.5 "
-        "| mean matched IoU | pixel IoU | precision | recall | val images | seed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| threshold | val | protocol | method | budget (CPU min) | CPU s | wall s | steps "
+        "| acc@0.5 | mean matched IoU | pixel IoU | precision | recall | val images | seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         budget = "-" if r["budget_min"] is None else f"{r['budget_min']:g}"
@@ -262,7 +268,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
         prec = f"{r['precision']:.3f}" if "precision" in r else "-"
         rec = f"{r['recall']:.3f}" if "recall" in r else "-"
         lines.append(
-            f"| {r.get('threshold', 0.5):g} | {r['protocol']} | {METHOD_LABEL[r['method']]} "
+            f"| {r.get('threshold', 0.5):g} | {r.get('domain', 'fluo')} | {r['protocol']} "
+            f"| {METHOD_LABEL[r['method']]} "
             f"| {budget} | {r['train_s']:.0f} "
             f"| {wall} | {steps} | {r['accuracy']:.3f} | {r['mean_matched_iou']:.3f} "
             f"| {r['fg_iou']:.3f} | {prec} | {rec} | {r['n_val']} | {r['seed']} |"
@@ -273,7 +280,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
 def format_summary(results: list[dict[str, Any]]) -> str:
     """Accuracy@0.5 per protocol: forest vs U-Nets per budget, and the fine-tune's margins.
 
-    One block per (threshold, number of val images, seed); a missing run shows as ``-``.
+    One block per (domain, threshold, number of val images, seed); a missing run shows as ``-``.
     """
 
     def cell(value: float | None, signed: bool = False) -> str:
@@ -285,23 +292,24 @@ def format_summary(results: list[dict[str, Any]]) -> str:
         run = runs.get((protocol, method, budget))
         return None if run is None else run["accuracy"]
 
-    def group(r: dict[str, Any]) -> tuple[float, int, int]:
-        return r.get("threshold", 0.5), r["n_val"], r["seed"]
+    def group(r: dict[str, Any]) -> tuple[str, float, int, int]:
+        return r.get("domain", "fluo"), r.get("threshold", 0.5), r["n_val"], r["seed"]
 
     blocks = []
-    for threshold, n_val, seed in sorted(
-        {group(r) for r in results}, key=lambda g: (-g[0], -g[1], g[2])
+    for domain, threshold, n_val, seed in sorted(
+        {group(r) for r in results}, key=lambda g: (P.DOMAINS.index(g[0]), -g[1], -g[2], g[3])
     ):
         # (protocol, method, budget) -> run; a later run of the same key wins
         runs = {
             (r["protocol"], r["method"], r["budget_min"]): r
             for r in results
-            if group(r) == (threshold, n_val, seed)
+            if group(r) == (domain, threshold, n_val, seed)
         }
 
         start = acc(runs, "none", "start", None)
         lines = [
-            f"threshold {threshold:g}, {n_val} val images, seed {seed}; starting model alone: "
+            f"val/{domain}: threshold {threshold:g}, {n_val} images, seed {seed}; "
+            "starting model alone: "
             f"{cell(start)}",
             "",
             "| protocol | random forest | forest at its best threshold | U-Net scratch 1 min "
@@ -354,11 +362,13 @@ def write_readme(table: str, path: Path = README) -> None:
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run the requested protocols x methods x budgets; merge into the results file."""
     torch.set_num_threads(args.threads)
-    val = P.validation_set(args.max_val)
+    val = P.validation_set(args.max_val, kind=args.domain)
     n_val = len(val)
     results = load_results(args.results)
     threshold, min_size = args.threshold, args.min_size
     common = {"seed": args.seed, "n_val": n_val, "threshold": threshold, "min_size": min_size}
+    if args.domain != "fluo":
+        common["domain"] = args.domain
     overrides: dict[str, Any] = {}
     if args.lr is not None:
         overrides["learning_rate"] = args.lr
@@ -397,7 +407,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
             }
         )
     for name in args.protocols:
-        proto = build_protocol(name, args.seed)
+        proto = build_protocol(name, args.seed, args.domain)
         if "rf" in args.methods and todo(name, "rf", None):
             wall = time.perf_counter()
             forest, fit_s = RF.train_forest(proto.images, proto.labels, proto.dense, args.seed)
@@ -438,6 +448,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
                     args.seed,
                     learning_rate=args.ft_lr or FINE_TUNE_LEARNING_RATE,
                     distill_weight=args.distill,
+                    anchor=args.anchor,
+                    freeze_norm_stats=args.ft_freeze,
                 )
                 maps = unet_foreground(model, val)
                 record(
@@ -448,6 +460,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[di
                         **info,
                         "ft_lr": args.ft_lr or FINE_TUNE_LEARNING_RATE,
                         "distill": args.distill,
+                        "anchor": args.anchor,
+                        "freeze_norm_stats": args.ft_freeze,
                         **evaluate_maps(maps, val, threshold, min_size, args.sweep),
                     }
                 )
@@ -493,6 +507,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="fine-tuning: weight of the keep-unlabeled-predictions term (default: trainer's)",
+    )
+    parser.add_argument(
+        "--domain",
+        choices=P.DOMAINS,
+        default="fluo",
+        help="image type: fluo (as the starting model) or color (H&E as gray, new to it)",
+    )
+    parser.add_argument(
+        "--ft-freeze",
+        type=lambda v: {"yes": True, "no": False, "auto": None}[v],
+        default=None,
+        help="fine-tuning: freeze BatchNorm statistics: yes, no or auto (default: trainer's)",
+    )
+    parser.add_argument(
+        "--anchor",
+        type=float,
+        default=None,
+        help="fine-tuning: pull toward the starting weights, x lr per step (default: trainer's)",
     )
     parser.add_argument(
         "--threads",

@@ -6,6 +6,10 @@ user would plausibly paint it: a ring just outside each kept nucleus and a few d
 from any nucleus.  Everything else stays 0 (unlabeled).  :func:`full_annotation` is the other
 end: a completely labeled image (dense mode, 0 = background).
 
+The ``color`` domain (H&E and brightfield, read as grayscale) is one the shipped starting model
+never saw (it was trained on ``train/fluo`` only; its nuclei are dark on a bright background).
+Fine-tuning is for such data, so this domain measures whether it can still learn.
+
 The data is read from ``../shared/data/dsb2018`` (relative to the project root) and never
 copied into the project.
 """
@@ -32,6 +36,14 @@ FULL_IMAGES = (
     "54cb3328e778d87f",  # 256x256, 36 small nuclei (median area ~110 px)
     "b6edad733399c83c",  # 360x360, 25 large nuclei (median area ~1070 px)
 )
+# The same roles in the ``color`` domain (all 256x320 RGB).
+COLOR_FEW_CELLS_IMAGE = "a31deaf0ac279d5f"  # 87 nuclei, median area ~390 px
+COLOR_FULL_IMAGES = (
+    COLOR_FEW_CELLS_IMAGE,
+    "cbca32daaae36a87",  # 112 small nuclei (median area ~190 px)
+    "709e094e39629a9c",  # 22 large nuclei (median area ~1150 px)
+)
+DOMAINS = ("fluo", "color")
 FEW_CELLS_COUNTS = (5, 10, 20)
 RING_PX = (3, 8)
 N_STROKES = 6
@@ -64,28 +76,35 @@ def list_names(split: str, kind: str = "fluo", root: Path | None = None) -> list
 
 
 def load_sample(name: str, split: str, kind: str = "fluo", root: Path | None = None) -> Sample:
-    """Read one image (2D for fluo) and its uint16 instance labels."""
+    """Read one 2D image and its uint16 instance labels (``color`` images as grayscale).
+
+    The starting model has one input channel, so an RGB image becomes its luminance
+    (ITU-R 601 weights), as a user would open an H&E image as grayscale.
+    """
     folder = data_dir(split, kind, root)
     image = imread(folder / "images" / f"{name}.png")
     labels = imread(folder / "labels" / f"{name}.png").astype(np.int32)
-    if kind == "fluo" and image.ndim == 3:
+    if image.ndim == 3 and kind == "fluo":
         image = image[..., 0]
+    elif image.ndim == 3:
+        rgb = image[..., :3].astype(np.float32)
+        image = (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
     return Sample(name, image, labels)
 
 
 def validation_set(
-    max_n: int | None = None, split: str = "val", root: Path | None = None
+    max_n: int | None = None, split: str = "val", root: Path | None = None, kind: str = "fluo"
 ) -> list[Sample]:
     """The validation images; with ``max_n``, a fixed random subset (seed 0, sorted by id).
 
     The subset does not depend on the training seed, so runs with different seeds are scored
     on the same images.
     """
-    names = list_names(split, root=root)
+    names = list_names(split, kind, root=root)
     if max_n is not None and max_n < len(names):
         rng = np.random.default_rng(0)
         names = sorted(rng.choice(names, size=max_n, replace=False).tolist())
-    return [load_sample(n, split, root=root) for n in names]
+    return [load_sample(n, split, kind, root=root) for n in names]
 
 
 def _interior_ids(labels: np.ndarray, margin: int) -> np.ndarray:

@@ -15,14 +15,17 @@ from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import make_cells, sparse_annotation
 from napari_unet.core.tiling import predict_tiled
 from napari_unet.core.training import (
+    DEFAULT_DENSE_ANCHOR,
     DEFAULT_DISTILL_WEIGHT,
     TrainConfig,
     TrainProgress,
     _reflect_index,
     check_training_data,
     distillation_loss,
+    label_agreement,
     train,
     train_to_completion,
+    trust_from,
     weighted_cross_entropy,
 )
 
@@ -310,3 +313,94 @@ def test_fine_tuning_on_few_cells_keeps_predictions_where_nothing_is_labeled(den
     dense_model = copy.deepcopy(trained)
     train_to_completion(dense_model, image, labels, steps=1, dense=True, seed=0, **FAST)
     assert dense_model.metadata["training"]["distill_weight"] == 0.0  # nothing is unlabeled
+
+
+def _distance(model: UNet, start: list[torch.Tensor]) -> float:
+    return float(
+        sum(((p.detach() - p0) ** 2).sum() for p, p0 in zip(model.parameters(), start, strict=True))
+    )
+
+
+def test_anchor_pulls_fine_tuned_weights_toward_the_start(dense_run, cells):
+    """The anchor limits how far a fine-tune moves the weights; at lr x anchor >= 1 not at all."""
+    trained, _ = dense_run
+    (image, labels), _ = cells
+    start = [p.detach().clone() for p in trained.parameters()]
+    distance = {}
+    for anchor in (0.0, 30.0, 1e9):
+        model = copy.deepcopy(trained)
+        train_to_completion(
+            model, image, labels, dense=True, steps=15, seed=0, anchor=anchor, **FAST
+        )
+        assert model.metadata["training"]["anchor"] == anchor
+        distance[anchor] = _distance(model, start)
+    weak, strong, frozen = distance.values()
+    assert 0 < strong < 0.5 * weak, distance
+    assert frozen < 1e-12 * max(weak, 1.0), distance  # pulled all the way back after each step
+
+    with pytest.raises(ValueError, match="anchor"):
+        TrainConfig(anchor=-1.0).validate()
+
+
+def test_dense_fine_tuning_anchors_as_far_as_the_start_agrees_with_the_labels(dense_run, cells):
+    """Default anchor: DEFAULT_DENSE_ANCHOR x trust on dense fine-tunes, else none."""
+    trained, _ = dense_run
+    (image, labels), _ = cells
+    anchors = {}
+    for name, img in (("same", image), ("inverted", image.max() - image)):
+        model = copy.deepcopy(trained)
+        train_to_completion(model, img, labels, dense=True, steps=1, seed=0, **FAST)
+        anchors[name] = model.metadata["training"]["anchor"]
+    assert 0.3 * DEFAULT_DENSE_ANCHOR < anchors["same"] <= DEFAULT_DENSE_ANCHOR, anchors
+    assert anchors["inverted"] < 0.1 * DEFAULT_DENSE_ANCHOR, anchors  # new image type: free
+    sparse = sparse_annotation(labels, n_cells=3, seed=0, background_blobs=2)
+    sparse_model = copy.deepcopy(trained)
+    train_to_completion(sparse_model, image, sparse, steps=1, seed=0, **FAST)
+    assert sparse_model.metadata["training"]["anchor"] == 0.0  # distillation does this job
+    scratch = tiny()
+    train_to_completion(scratch, image, labels, dense=True, steps=1, seed=0, **FAST)
+    assert scratch.metadata["training"]["anchor"] == 0.0  # nothing to keep
+
+
+def test_fine_tuning_learns_a_new_image_type(dense_run, cells):
+    """Inverted contrast is new to the trained model; a fine-tune (frozen norm stats) learns it."""
+    trained, _ = dense_run
+    (image, labels), (test_image, test_labels) = cells
+    inverted, test_inverted = image.max() - image, test_image.max() - test_image
+    before = foreground_iou(trained, test_inverted, test_labels)
+    model = copy.deepcopy(trained)
+    train_to_completion(model, inverted, labels, dense=True, steps=40, seed=0, **FAST)
+    after = foreground_iou(model, test_inverted, test_labels)
+    assert after > max(before + 0.2, 0.6), (before, after)
+
+
+def test_trust_follows_the_teacher_agreement_with_the_labels():
+    target = torch.tensor([[[0, 0, 1, 1]]])  # (1, 1, 4): two background, two cell pixels
+    labeled = torch.tensor([[[True, True, True, False]]])
+
+    def probs(cell: list[float]) -> torch.Tensor:
+        p = torch.tensor(cell).reshape(1, 1, 1, 4)
+        return torch.cat([1 - p, p], dim=1)
+
+    right = label_agreement(probs([0.0, 0.0, 1.0, 0.0]), target, labeled)
+    assert torch.equal(right, torch.tensor([[2.0, 1.0], [2.0, 1.0]]))  # the unlabeled px skipped
+    assert trust_from(right) == 1.0
+    assert trust_from(label_agreement(probs([0.5] * 4), target, labeled)) == 0.0  # chance
+    wrong_cells = label_agreement(probs([0.0, 0.0, 0.3, 0.0]), target, labeled)
+    assert trust_from(wrong_cells) == 0.0  # background right, cells wrong: the worst class
+    assert trust_from(right + wrong_cells) == pytest.approx(2 * 1.3 / 2 - 1)  # summed batches
+    assert trust_from(label_agreement(probs([0.5] * 4), target, ~labeled & False)) == 0.0
+
+
+def test_distillation_is_dropped_on_an_image_type_the_starting_model_gets_wrong(dense_run, cells):
+    """On inverted contrast the trained model disagrees with the paint: nothing is kept."""
+    trained, _ = dense_run
+    (image, labels), _ = cells
+    sparse = sparse_annotation(labels, n_cells=3, seed=0, background_blobs=2)
+    trust = {}
+    for name, img in (("same", image), ("inverted", image.max() - image)):
+        model = copy.deepcopy(trained)
+        train_to_completion(model, img, sparse, steps=6, seed=0, **FAST)
+        assert model.metadata["training"]["distill_weight"] == DEFAULT_DISTILL_WEIGHT
+        trust[name] = model.metadata["training"]["distill_trust"]
+    assert trust["same"] > 0.3 and trust["inverted"] < 0.1, trust
