@@ -1,4 +1,4 @@
-"""Segmentation quality on real nuclei (DSB2018 val/fluo): U-Net vs a random-forest baseline.
+"""Segmentation quality on real nuclei (DSB2018 val): U-Net vs a random-forest baseline.
 
 Protocols (see ``protocols.py``): ``few-N`` keeps N nuclei of one training image plus plausible
 painted background (sparse labels); ``full-K`` uses K completely labeled training images (dense).
@@ -7,8 +7,10 @@ forest on the same labels, ``rf_baseline.py``; fast, so budget-free), ``start`` 
 starting model, no training; protocol-free) and ``ft`` (the starting model fine-tuned with the
 engine's fine-tuning defaults, as the widget and the CLI do it: learning rate
 ``FINE_TUNE_LEARNING_RATE``, BatchNorm statistics frozen, and on sparse labels the term that
-keeps the starting model's predictions on unlabeled pixels; ``--ft-lr`` and ``--distill``
-change them for ablations).
+keeps the starting model's predictions on unlabeled pixels, on dense labels the pull toward
+its starting weights, both scaled by its agreement with the labels; ``--ft-lr``,
+``--ft-freeze``, ``--distill`` and ``--anchor`` change them for ablations).  ``--domain color``
+runs the same protocols on H&E images (as grayscale), an image type new to the starting model.
 
 Budgets are CPU minutes of one torch thread, converted to a step count (on a shared machine
 wall time mostly measures the other users; on an idle core the two agree). Scores per run,
