@@ -43,7 +43,12 @@ COLOR_FULL_IMAGES = (
     "cbca32daaae36a87",  # 112 small nuclei (median area ~190 px)
     "709e094e39629a9c",  # 22 large nuclei (median area ~1150 px)
 )
-DOMAINS = ("fluo", "color")
+# Per domain: (the few-cells image, the full-K images).
+TRAINING_IMAGES = {
+    "fluo": (FEW_CELLS_IMAGE, FULL_IMAGES),
+    "color": (COLOR_FEW_CELLS_IMAGE, COLOR_FULL_IMAGES),
+}
+DOMAINS = tuple(TRAINING_IMAGES)
 FEW_CELLS_COUNTS = (5, 10, 20)
 RING_PX = (3, 8)
 N_STROKES = 6
