@@ -103,7 +103,10 @@ def score_maps(
     threshold: float,
     min_size: int,
 ) -> dict[str, float]:
-    """Mean accuracy@0.5, mean matched IoU and pixel foreground IoU over the images."""
+    """Mean accuracy@0.5, mean matched IoU and pixel foreground IoU over the images.
+
+    ``accuracy_per_image`` keeps each image's accuracy, for paired comparisons between runs.
+    """
     acc, miou, fiou, prec, rec = [], [], [], [], []
     for fg, sample in zip(foreground, val, strict=True):
         pred = label_instances(fg, threshold=threshold, min_size=min_size)
@@ -119,6 +122,7 @@ def score_maps(
         "fg_iou": float(np.mean(fiou)),
         "precision": float(np.mean(prec)),
         "recall": float(np.mean(rec)),
+        "accuracy_per_image": [round(a, 6) for a in acc],
     }
 
 
@@ -451,7 +455,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 save_results(args.results, results, entry)
     else:
         results = run(args)
-    table = T.format_summary(results) + "\n\nAll runs:\n\n" + T.format_table(results)
+    table = (
+        T.format_summary(results)
+        + "\n\nThe fine-tune against the starting model, over seeds:\n\n"
+        + T.format_fine_tune_vs_start(results)
+        + "\n\nAll runs:\n\n"
+        + T.format_table(results)
+    )
     print(table)
     if args.write_readme:
         T.write_readme(table)

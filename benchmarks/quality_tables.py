@@ -127,6 +127,54 @@ def format_summary(results: list[dict[str, Any]]) -> str:
     return "\n\n".join(blocks)
 
 
+def format_fine_tune_vs_start(results: list[dict[str, Any]]) -> str:
+    """The fine-tune's change from the starting model, per protocol and budget, over seeds.
+
+    ``paired`` (runs that kept each image's accuracy): the mean per-image change with its 95%
+    interval (mean +- 1.96 standard errors over the val images), the resolution at which this
+    benchmark can call a run worse or better than the start.
+    """
+    starts: dict[tuple, dict[str, Any]] = {}  # the starting model is the same for every seed
+    for r in results:
+        key = (r.get("domain", "fluo"), r.get("threshold", 0.5), r["n_val"])
+        if r["method"] == "start" and "accuracy_per_image" not in starts.get(key, {}):
+            starts[key] = r
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in results:
+        key = (r.get("domain", "fluo"), r.get("threshold", 0.5), r["n_val"])
+        if r["method"] == "ft" and key in starts:
+            groups.setdefault((*key, r["protocol"], r["budget_min"]), []).append(r)
+    order = {p: i for i, p in enumerate(PROTOCOL_NAMES)}
+    lines = [
+        "| val | protocol | budget (CPU min) | seeds | start | fine-tuned per seed | mean | "
+        "mean - start | paired change per seed (95% interval) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(groups, key=lambda k: (P.DOMAINS.index(k[0]), -k[1], -k[2],
+                                             order.get(k[3], 99), k[4])):
+        domain, threshold, n_val, protocol, budget = key
+        runs = sorted(groups[key], key=lambda r: r["seed"])
+        start = starts[(domain, threshold, n_val)]
+        accs = [r["accuracy"] for r in runs]
+        mean = sum(accs) / len(accs)
+        paired = []
+        for r in runs:
+            per_image, base = r.get("accuracy_per_image"), start.get("accuracy_per_image")
+            if not per_image or not base or len(per_image) != len(base):
+                continue
+            diff = [a - b for a, b in zip(per_image, base, strict=True)]
+            m = sum(diff) / len(diff)
+            sd = (sum((d - m) ** 2 for d in diff) / max(len(diff) - 1, 1)) ** 0.5
+            half = 1.96 * sd / len(diff) ** 0.5
+            paired.append(f"s{r['seed']}: {m:+.4f} [{m - half:+.4f}, {m + half:+.4f}]")
+        lines.append(
+            f"| {domain} | {protocol} | {budget:g} | {len(runs)} | {start['accuracy']:.4f} | "
+            + " / ".join(f"{a:.4f}" for a in accs)
+            + f" | {mean:.4f} | {mean - start['accuracy']:+.4f} | {'; '.join(paired) or '-'} |"
+        )
+    return "\n".join(lines)
+
+
 def write_readme(table: str, path: Path = README) -> None:
     """Put ``table`` between the table markers of benchmarks/README.md's quality section.
 

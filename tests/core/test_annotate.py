@@ -7,8 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy import ndimage as ndi
 
-from napari_unet.core.annotate import accept_object, add_cell, grow_cell, remove_object
+from napari_unet.core.annotate import (
+    accept_object,
+    add_cell,
+    background_ring,
+    grow_cell,
+    remove_object,
+)
 from napari_unet.core.labels import BACKGROUND_LABEL
 
 
@@ -213,3 +220,23 @@ def test_click_on_one_of_two_touching_cells_adds_only_that_cell():
     mask = grow_cell(prob, (40, 40), image=prob, max_radius=40)
     assert mask[40, 45] and not mask[40, 80]
     assert 0.8 * left.sum() < mask.sum() < 1.2 * left.sum()
+
+
+def test_background_ring_surrounds_the_cell_on_unlabeled_pixels_only():
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:5, 2:5] = 7  # a painted cell nearby
+    cell = np.zeros_like(labels, dtype=bool)
+    cell[8:12, 8:12] = True
+    labels[cell] = 3
+    avoid = np.zeros_like(cell)
+    avoid[8:12, 13:15] = True  # a predicted object touching the cell
+    ring = np.zeros_like(cell)
+    ring[background_ring(labels, cell, width=2, avoid=avoid)] = True
+    expected = ndi.binary_dilation(cell, iterations=2) & ~cell & ~avoid
+    assert np.array_equal(ring, expected)
+    wide = np.zeros_like(cell)
+    wide[background_ring(labels, cell, width=6)] = True
+    assert not np.any(wide & (labels != 0))  # painted labels are never overwritten
+    assert all(a.size == 0 for a in background_ring(labels, cell, width=0))
+    with pytest.raises(ValueError, match="shape"):
+        background_ring(labels, cell[:5])

@@ -20,9 +20,13 @@ from napari_unet.core.training import (
     TrainConfig,
     TrainProgress,
     _reflect_index,
+    check_label_classes,
     check_training_data,
+    correction_settings,
     distillation_loss,
+    is_trained,
     label_agreement,
+    new_image_type_hint,
     train,
     train_to_completion,
     trust_from,
@@ -351,6 +355,8 @@ def test_dense_fine_tuning_anchors_as_far_as_the_start_agrees_with_the_labels(de
         model = copy.deepcopy(trained)
         train_to_completion(model, img, labels, dense=True, steps=1, seed=0, **FAST)
         anchors[name] = model.metadata["training"]["anchor"]
+        trust = model.metadata["training"]["start_trust"]
+        assert anchors[name] == pytest.approx(DEFAULT_DENSE_ANCHOR * trust)
     assert 0.3 * DEFAULT_DENSE_ANCHOR < anchors["same"] <= DEFAULT_DENSE_ANCHOR, anchors
     assert anchors["inverted"] < 0.1 * DEFAULT_DENSE_ANCHOR, anchors  # new image type: free
     sparse = sparse_annotation(labels, n_cells=3, seed=0, background_blobs=2)
@@ -397,10 +403,72 @@ def test_distillation_is_dropped_on_an_image_type_the_starting_model_gets_wrong(
     trained, _ = dense_run
     (image, labels), _ = cells
     sparse = sparse_annotation(labels, n_cells=3, seed=0, background_blobs=2)
-    trust = {}
+    trust, hint = {}, {}
     for name, img in (("same", image), ("inverted", image.max() - image)):
         model = copy.deepcopy(trained)
         train_to_completion(model, img, sparse, steps=6, seed=0, **FAST)
         assert model.metadata["training"]["distill_weight"] == DEFAULT_DISTILL_WEIGHT
         trust[name] = model.metadata["training"]["distill_trust"]
+        assert model.metadata["training"]["start_trust"] == trust[name]
+        hint[name] = new_image_type_hint(model)
     assert trust["same"] > 0.3 and trust["inverted"] < 0.1, trust
+    assert hint["same"] is None and "new model" in hint["inverted"]
+    assert new_image_type_hint(tiny()) is None  # never trained: nothing to say
+
+
+def test_correction_settings_keep_the_model_where_nothing_was_corrected(dense_run):
+    trained, _ = dense_run
+    assert is_trained(trained) and not is_trained(tiny())
+    assert correction_settings(trained, dense=False) == {
+        "distill_weight": DEFAULT_DISTILL_WEIGHT, "anchor": 0.0}
+    assert correction_settings(trained, dense=True) == {"distill_weight": 0.0, "anchor": 0.0}
+    assert correction_settings(tiny(), dense=False) == {"distill_weight": 0.0, "anchor": 0.0}
+
+
+def test_retraining_on_one_removed_object_learns_it_and_keeps_the_rest(dense_run, cells):
+    """Turning one predicted cell into background is learned; the cells not clicked stay.
+
+    The correction disagrees with the model by design (agreement 0), so the agreement-scaled
+    default would drop the distillation and unlearn the other cells from that one object; the
+    correction settings keep it at full weight.
+    """
+    trained, _ = dense_run
+    (image, labels), _ = cells
+    before = predict_tiled(trained, image, device="cpu")[1]
+    cell_ids, sizes = np.unique(labels[labels > 0], return_counts=True)
+    largest, second = cell_ids[np.argsort(sizes)[::-1][:2]]
+    removed, accepted = labels == largest, labels == second
+    assert before[removed].mean() > 0.6
+    # 1 = background (the removed object), 2 = a cell (an accepted one), 0 = unlabeled
+    corrections = np.where(removed, 1, np.where(accepted, 2, 0))
+    others = (labels > 0) & ~removed & ~accepted
+    result = {}
+    for name, fields in (("default", {}), ("corrections", correction_settings(trained, False))):
+        model = copy.deepcopy(trained)
+        train_to_completion(model, image, corrections, steps=60, seed=0, **{**FAST, **fields})
+        after = predict_tiled(model, image, device="cpu")[1]
+        result[name] = (model.metadata["training"]["distill_trust"],
+                        float(after[removed].mean()), float(after[others].mean()))
+    (default_trust, _, default_others), (trust, removed_p, others_p) = result.values()
+    assert default_trust == 0.0 and trust == 1.0, result
+    assert removed_p < before[removed].mean() - 0.2, result  # the correction is learned
+    # the cells nobody clicked keep the prediction (measured: 0.81 -> 0.74, default 0.59)
+    assert others_p > before[others].mean() - 0.12, result
+    assert others_p > default_others + 0.1, result
+
+
+def test_removed_objects_alone_are_enough_when_the_rest_is_kept(dense_run, cells):
+    trained, _ = dense_run
+    (image, labels), _ = cells
+    removed_only = np.where(labels == labels.max(), 1, 0)  # one object made background
+    with pytest.raises(ValueError, match="no cells labeled"):  # agreement-scaled default
+        train_to_completion(copy.deepcopy(trained), image, removed_only, steps=1, **FAST)
+    with pytest.raises(ValueError, match="no cells labeled"):  # an untrained model keeps nothing
+        train_to_completion(tiny(), image, removed_only, steps=1, distill_weight=10.0, **FAST)
+    model = copy.deepcopy(trained)
+    fields = correction_settings(trained, dense=False)
+    train_to_completion(model, image, removed_only, steps=2, seed=0, **FAST, **fields)
+    assert model.metadata["training"]["steps_completed"] == 2
+    with pytest.raises(ValueError, match="no background"):
+        check_label_classes(True, False, dense=True, one_class_ok=False)
+    check_label_classes(True, False, dense=False, one_class_ok=True)

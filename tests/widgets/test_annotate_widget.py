@@ -12,6 +12,7 @@ from napari.utils.interactions import (
 )
 from scipy import ndimage as ndi
 
+from napari_unet.core.annotate import BACKGROUND_RING_PX
 from napari_unet.core.synthetic import make_cells
 from napari_unet.widgets import _notify
 from napari_unet.widgets.annotate import AnnotateWidget, click_action
@@ -90,14 +91,19 @@ def test_click_adds_missed_cell_and_undo_reverts(setup, scene):
     cell = scene["truth"] == scene["missed"]
     _click(layer, _centre(cell))
     added = layer.data >= 2
-    assert np.unique(layer.data).tolist() == [0, 2]
+    assert np.unique(layer.data).tolist() == [0, 1, 2]
     iou = (added & cell).sum() / (added | cell).sum()
     assert iou > 0.6, iou
+    # a background ring around it (its border), off the predicted objects
+    ring = layer.data == 1
+    near = ndi.binary_dilation(added, iterations=BACKGROUND_RING_PX) & ~added
+    assert ring.any() and np.all(near[ring]) and not np.any(ring & (scene["pred"] > 0))
     assert widget.corrections == 1 and "1" in widget._count_label.value
-    layer.undo()
+    snapshot = layer.data.copy()
+    layer.undo()  # cell and ring are one step
     assert not layer.data.any()
     layer.redo()
-    assert np.array_equal(layer.data >= 2, added)
+    assert np.array_equal(layer.data, snapshot)
 
 
 def test_alt_click_rejects_and_ctrl_click_accepts(setup, scene):

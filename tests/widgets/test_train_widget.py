@@ -9,7 +9,7 @@ import torch
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import make_cells
-from napari_unet.core.training import TrainConfig, TrainProgress
+from napari_unet.core.training import DEFAULT_DISTILL_WEIGHT, TrainConfig, TrainProgress
 from napari_unet.widgets import _notify, _training_run
 from napari_unet.widgets import train as train_mod
 from napari_unet.widgets._session import get_session
@@ -309,6 +309,51 @@ def test_retrain_fine_tunes_session_model_and_updates_overlay(make_napari_viewer
     assert retrain(viewer, viewer.layers["img"], viewer.layers["empty"],
                    on_finished=done.append) is None
     assert done == [False] and "no labels painted" in errors[0]
+
+
+def test_retrain_takes_the_labels_as_corrections_of_a_trained_model(
+    make_napari_viewer, qtbot, errors
+):
+    """Retrain keeps a trained model's answer wherever nothing was corrected (full distillation,
+    no weight anchor), so one removed object is enough to retrain on, and fine-tunes at the
+    gentle rate when no training settings are known."""
+    viewer = _viewer_with_cells(make_napari_viewer)
+    cells = viewer.layers["lab"].data
+    viewer.add_labels(np.where(cells == cells.max(), 1, 0), name="fixes")  # one object removed
+    session = get_session(viewer)
+    trained = UNet(**TINY)
+    trained.metadata = {"training": {"steps": 10}}  # as left by an earlier training run
+    session.set_model(trained, "trained")
+    session.train_settings = {"batch_size": 2, "patch_size": 32, "device": "cpu"}
+    worker = retrain(viewer, viewer.layers["img"], viewer.layers["fixes"], steps=2, start=False)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+    qtbot.waitUntil(lambda: session.model is not trained, timeout=60_000)
+    assert errors == []
+    used = session.model.metadata["training"]
+    assert used["distill_weight"] == DEFAULT_DISTILL_WEIGHT and used["distill_trust"] == 1.0
+    assert used["anchor"] == 0.0
+    assert used["learning_rate"] == train_mod.FINE_TUNE_LEARNING_RATE
+
+
+def test_a_starting_model_that_disagrees_with_the_labels_gets_a_hint(
+    make_napari_viewer, qtbot, errors, monkeypatch
+):
+    viewer = _viewer_with_cells(make_napari_viewer)
+    untrained = UNet(**TINY)
+    untrained.metadata = {"training": {"steps": 0}}  # "trained", but it knows nothing
+    get_session(viewer).set_model(untrained, "loaded")
+    infos: list[str] = []
+    monkeypatch.setattr(_notify, "notify_info", infos.append)
+    widget = _tiny_widget(viewer, steps=2)
+    widget.source_combo.setCurrentIndex(train_mod.SOURCE_CONTINUE)
+    worker = widget.start_training(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert errors == []
+    assert get_session(viewer).model.metadata["training"]["start_trust"] < 0.2
+    assert any("new model" in message for message in infos), infos
 
 
 def test_fine_tunes_the_shipped_starting_model_by_default(make_napari_viewer, qtbot, errors):

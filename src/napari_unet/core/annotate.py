@@ -17,9 +17,13 @@ from scipy import ndimage as ndi
 
 from .labels import BACKGROUND_LABEL, UNLABELED
 
-__all__ = ["accept_object", "add_cell", "grow_cell", "remove_object"]
+__all__ = ["BACKGROUND_RING_PX", "accept_object", "add_cell", "background_ring", "grow_cell",
+           "remove_object"]
 
 Indices = tuple[np.ndarray, ...]
+
+#: width of the background painted around a cell added in the sparse convention
+BACKGROUND_RING_PX = 3
 
 
 def _point(point: Sequence[float], shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -203,6 +207,33 @@ def add_cell(
     new = lab.astype(dtype, copy=True)
     new[indices] = new_id
     return (new, new_id, indices) if return_indices else (new, new_id)
+
+
+def background_ring(
+    labels: np.ndarray,
+    cell: np.ndarray,
+    width: int = BACKGROUND_RING_PX,
+    avoid: np.ndarray | None = None,
+) -> Indices:
+    """Unlabeled pixels within ``width`` px around ``cell``: where to paint background (sparse).
+
+    A cell added alone teaches the network only "cell here"; with no background next to it,
+    neither its border nor what is not a cell.  Retraining on a few added dim nuclei alone made
+    the starting model call more debris cells on other DSB2018 images (accuracy 0.805 -> 0.698 on
+    10 uncorrected images), with a 3 px ring 0.805 -> 0.772 (benchmarks/corrections.py).  Only
+    unlabeled pixels outside ``avoid`` (e.g. predicted objects, which may be touching cells)
+    are returned, so nothing painted is overwritten.
+    """
+    lab = np.asarray(labels)
+    m = np.asarray(cell, dtype=bool)
+    if m.shape != lab.shape:
+        raise ValueError(f"cell mask shape {m.shape} does not match labels shape {lab.shape}")
+    if width <= 0 or not m.any():
+        return tuple(np.zeros(0, dtype=np.intp) for _ in lab.shape)
+    ring = ndi.binary_dilation(m, iterations=int(width)) & ~m & (lab == UNLABELED)
+    if avoid is not None:
+        ring &= ~np.asarray(avoid, dtype=bool)
+    return np.nonzero(ring)
 
 
 def remove_object(

@@ -21,7 +21,9 @@ One step = one Adam update on a batch of random patches:
    chance or worse -> 0, perfect -> 1, over all batches so far), so on an image type the
    starting model gets wrong, its unlabeled-pixel predictions are not kept.  Dense labels leave
    nothing unlabeled, so there a fine-tune is instead pulled back toward its starting weights
-   after every step (``anchor``), again in proportion to that agreement.
+   after every step (``anchor``), again in proportion to that agreement.  The agreement, as
+   this 0..1 trust, is recorded as ``metadata["training"]["start_trust"]``; a value near 0 says
+   the image type is new to the starting model (:func:`new_image_type_hint`).
 
 Learning rate: linear warm-up over the first ``min(10, steps // 10)`` steps, then a cosine decay
 to 5% of ``learning_rate`` at the end (by step count, or by elapsed time when ``minutes`` is
@@ -58,8 +60,13 @@ __all__ = [
     "NORMALIZATION",
     "TrainConfig",
     "TrainProgress",
+    "check_label_classes",
     "check_training_data",
+    "correction_settings",
     "default_patch_size",
+    "is_trained",
+    "keeps_unlabeled",
+    "new_image_type_hint",
     "train",
     "train_to_completion",
 ]
@@ -100,8 +107,11 @@ class TrainConfig:
     starting model with updated statistics ended below where it started (0.742 vs 0.757
     accuracy@0.5), with frozen statistics above it (0.761); see benchmarks/README.md.
     ``distill_weight`` weighs the term that keeps the starting model's predictions on unlabeled
-    pixels (None: ``DEFAULT_DISTILL_WEIGHT`` when fine-tuning a trained model on sparse labels,
-    else 0), scaled by the starting model's agreement with the labels (:func:`trust_from`).
+    pixels.  None: ``DEFAULT_DISTILL_WEIGHT`` when fine-tuning a trained model on sparse labels,
+    else 0, scaled by the starting model's agreement with the labels (:func:`trust_from`).  An
+    explicit weight is used as given: when the labels are corrections of the starting model's
+    own prediction (the Annotate widget's Retrain), they disagree with it by design, and the
+    agreement says nothing about the pixels nobody corrected.
     ``anchor`` pulls the weights back toward where training started after every step,
     ``w -= lr * anchor * (w - w_start)`` (decoupled from Adam, like AdamW's decay).  None:
     ``DEFAULT_DENSE_ANCHOR`` x that agreement when fine-tuning on dense labels (where nothing is
@@ -286,16 +296,42 @@ def _prepare(
             )
     if not slices:
         raise ValueError(NO_LABELS_MESSAGE)
-    first_cell = 1 if cfg.dense else 2
-    if not any(s.fg.size for s in slices):
+    check_label_classes(
+        any(s.fg.size for s in slices),
+        any(s.bg.size for s in slices),
+        cfg.dense,
+        one_class_ok=keeps_unlabeled(model, cfg),
+    )
+    return slices
+
+
+def keeps_unlabeled(model: torch.nn.Module, cfg: TrainConfig) -> bool:
+    """True when the unlabeled pixels keep ``model``'s answer at a fixed (given) weight.
+
+    Then that answer supplies the class the labels lack, so corrections of one kind (only
+    removed objects, say) are enough to train on.
+    """
+    return not cfg.dense and (cfg.distill_weight or 0.0) > 0 and is_trained(model)
+
+
+def check_label_classes(
+    has_cells: bool, has_background: bool, dense: bool, one_class_ok: bool = False
+) -> None:
+    """Raise ``ValueError`` (a message for the user) unless both classes are labeled.
+
+    ``one_class_ok``: see :func:`keeps_unlabeled`; at least one labeled pixel is still needed.
+    """
+    if one_class_ok and (has_cells or has_background):
+        return
+    if not has_cells:
+        first_cell = 1 if dense else 2
         raise ValueError(f"no cells labeled: paint at least one cell (label >= {first_cell})")
-    if not any(s.bg.size for s in slices):
+    if not has_background:
         raise ValueError(
             "no background labeled: paint some background (label 1)"
-            if not cfg.dense
+            if not dense
             else "the labels contain no background (0): every pixel is a cell"
         )
-    return slices
 
 
 def default_patch_size(model: torch.nn.Module, slices_shape: Sequence[tuple[int, int]]) -> int:
@@ -449,6 +485,47 @@ def _starting_trust(
     return trust_from(agreement)
 
 
+# Below this trust a fine-tune is told that its images look new to the starting model.
+LOW_TRUST = 0.2
+
+
+def new_image_type_hint(model: torch.nn.Module) -> str | None:
+    """A hint for the user when the finished fine-tune's starting model disagreed with the labels.
+
+    On DSB2018 H&E nuclei (trust 0 for the fluorescence starting model) a U-Net trained from
+    scratch on the same labels scored higher than the fine-tune (benchmarks/README.md).
+    """
+    trust = getattr(model, "metadata", {}).get("training", {}).get("start_trust")
+    if trust is None or trust >= LOW_TRUST:
+        return None
+    return (
+        f"The starting model disagreed with your labels (trust {trust:.2f} of 1): these images "
+        "look new to it, so little of what it knew was kept. If the result is poor, train a "
+        "'new model' on the same labels: on H&E nuclei that learned more in our tests."
+    )
+
+
+def is_trained(model: torch.nn.Module) -> bool:
+    """True for a model that was trained before (its metadata records a training run)."""
+    metadata = getattr(model, "metadata", None)
+    return isinstance(metadata, dict) and "training" in metadata
+
+
+def correction_settings(model: torch.nn.Module, dense: bool) -> dict[str, float]:
+    """``TrainConfig`` fields for retraining ``model`` on corrections of its own prediction.
+
+    Corrections are painted exactly where the model was wrong, so its agreement with them says
+    nothing about the pixels nobody corrected (a removed false cell and an added missed one give
+    an agreement of 0, which would drop the distillation and let 100 steps on three objects
+    erase the rest of the prediction).  So on sparse labels the unlabeled pixels keep the
+    model's answer at the full ``DEFAULT_DISTILL_WEIGHT``; dense labels made from the prediction
+    already hold that answer everywhere, and no weight ``anchor`` holds back the corrections.
+    """
+    if not is_trained(model):
+        return {"distill_weight": 0.0, "anchor": 0.0}
+    return {"distill_weight": 0.0 if dense else DEFAULT_DISTILL_WEIGHT, "anchor": 0.0}
+
+
 def _check_model(model: torch.nn.Module) -> None:
     n_classes = int(model.n_classes)
     if n_classes < 2:
@@ -519,10 +596,11 @@ def train(
         model.metadata = {}
     model.metadata["normalization"] = dict(NORMALIZATION)
     model.metadata["in_channels"] = int(model.in_channels)
-    fine_tuning = "training" in model.metadata
+    fine_tuning = is_trained(model)
     model.metadata["training"] = settings
     freeze_stats = fine_tuning if cfg.freeze_norm_stats is None else bool(cfg.freeze_norm_stats)
     distill = cfg.distill_weight
+    scale_distill = distill is None
     if distill is None:
         distill = DEFAULT_DISTILL_WEIGHT if fine_tuning and not cfg.dense else 0.0
     settings["distill_weight"] = distill
@@ -546,7 +624,9 @@ def train(
             teacher = copy.deepcopy(model).eval().requires_grad_(False).to(device)
         model.to(device)
         if scale_anchor:
-            anchor *= _starting_trust(model, sampler, cfg.batch_size, device, use_amp)
+            settings["start_trust"] = _starting_trust(
+                model, sampler, cfg.batch_size, device, use_amp)
+            anchor *= settings["start_trust"]
         settings["anchor"] = anchor
         params = [p for p in model.parameters() if p.requires_grad]
         if anchor > 0:
@@ -581,7 +661,8 @@ def train(
                 ):
                     soft = torch.softmax(teacher(x).float(), dim=1)
                     agreement = agreement + label_agreement(soft, target, weights > 0)
-                    trust = trust_from(agreement)
+                    settings["start_trust"] = trust_from(agreement)
+                    trust = settings["start_trust"] if scale_distill else 1.0
                 settings["distill_trust"] = trust
                 loss = loss + distill * trust * distillation_loss(logits, soft, weights == 0)
             scaler.scale(loss).backward()

@@ -24,7 +24,7 @@ from napari.qt.threading import create_worker
 from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
 from napari_unet.core.model import DEFAULT_CONFIG, UNet
-from napari_unet.core.training import TrainConfig, TrainProgress, train
+from napari_unet.core.training import TrainConfig, TrainProgress, check_label_classes, train
 
 from . import _notify
 from ._layers import image_layer_data
@@ -110,12 +110,13 @@ def _channels_first(image: np.ndarray, channel_axis: int | None, labels: np.ndar
 
 def collect_training_data(
     pairs: Sequence[tuple[Image, Labels]], dense: bool, in_channels: int | None = None,
-    model: UNet | None = None,
+    model: UNet | None = None, one_class_ok: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray], int, list[str]]:
     """Copy and check the layer pairs; return ``(images, labels, n_channels, warnings)``.
 
     Raises ValueError (message for the user) for shape or channel mismatches, unlabeled data,
     images smaller than the network's field of view or a model with another channel count.
+    ``one_class_ok``: labels of one class suffice (``core.training.keeps_unlabeled``).
     """
     if not pairs:
         raise ValueError("choose an image layer and a labels layer to train on")
@@ -147,12 +148,8 @@ def collect_training_data(
         labels.append(lab)
     if totals["n_labeled_px"] == 0:
         raise ValueError(NO_LABELS_MESSAGE)
-    if totals["n_cells"] == 0:
-        first_cell = 1 if dense else 2
-        raise ValueError(f"no cells labeled: paint at least one cell (label >= {first_cell})")
-    if totals["n_background_px"] == 0:
-        raise ValueError("no background labeled: paint some background (label 1)" if not dense
-                         else "the labels contain no background (0)")
+    check_label_classes(totals["n_cells"] > 0, totals["n_background_px"] > 0, dense,
+                        one_class_ok=one_class_ok)
     return images, labels, int(n_channels or 1), warnings
 
 

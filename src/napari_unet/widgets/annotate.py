@@ -3,13 +3,16 @@
 With "annotation mode" on and the annotation labels layer selected in pan/zoom mode:
 
 * click inside a missed cell: the cell is grown from the click (over the probability map, or the
-  image) and added as a new cell;
+  image) and added as a new cell, in the sparse convention with a thin background ring around
+  it (off the predicted objects) so that retraining learns its border, not just "cell";
 * Alt-click or Shift-click on a wrong object: it becomes background (label 1);
 * Ctrl-click (Cmd on macOS) on a predicted object: it is accepted as a labeled cell.
 
 A click-and-drag still pans the view. Every click is one entry of napari's undo history
 (Ctrl+Z / ``layer.undo()``), and napari's own paint, fill and erase tools keep working (the
-click actions are only active in pan/zoom mode). The logic lives in
+click actions are only active in pan/zoom mode). Retrain takes the annotations as corrections
+of the current model: where nothing is labeled it keeps the model's own answer
+(``core.training.correction_settings``). The logic lives in
 :mod:`napari_unet.core.annotate`.
 """
 
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 CLICK_TOLERANCE_PX = 4.0
 HELP = (
     "click: add the missed cell under the cursor\n"
+    " (sparse: with a thin background ring)\n"
     "Alt- or Shift-click: object becomes background\n"
     "Ctrl/Cmd-click: accept the predicted cell\n"
     "(annotation layer selected, pan/zoom tool;\n"
@@ -262,8 +266,9 @@ class AnnotateWidget(Container):
         return action
 
     def _edit(self, layer: Labels, position: tuple[float, ...],
-              action: str) -> tuple[tuple[np.ndarray, ...], int] | None:
-        """``(indices, value)`` for ``layer.data_setitem``; None when the click changes nothing."""
+              action: str) -> tuple[tuple[np.ndarray, ...], int | np.ndarray] | None:
+        """``(indices, value(s))`` for ``layer.data_setitem`` (one undo step); None when the
+        click changes nothing.  A cell added in the sparse convention gets a background ring."""
         from napari_unet.core import annotate
 
         data = layer.data
@@ -288,13 +293,22 @@ class AnnotateWidget(Container):
                                                        return_indices=True)
         else:
             mask = self._grow(labels, yx, lead, data.shape, dense)
-            _, value, indices = annotate.add_cell(labels, mask, dense=dense, return_indices=True)
+            new, value, indices = annotate.add_cell(labels, mask, dense=dense,
+                                                    return_indices=True)
         if indices[0].size == 0:
             return None
         if data.dtype.kind in "iu" and value > np.iinfo(data.dtype).max:
             raise ValueError(f"label {value} does not fit the layer's dtype {data.dtype}")
+        values: int | np.ndarray = int(value)
+        if action == "add" and not dense:  # the new cell's border: background around it
+            n_cell = indices[0].size
+            ring = annotate.background_ring(
+                new, new == value, avoid=None if predicted is None else predicted > 0)
+            indices = tuple(np.concatenate(pair) for pair in zip(indices, ring, strict=True))
+            values = np.concatenate([np.full(n_cell, value, dtype=data.dtype),
+                                     np.full(ring[0].size, _background(), dtype=data.dtype)])
         full = tuple(np.full(indices[0].shape, i, dtype=np.intp) for i in lead) + tuple(indices)
-        return full, int(value)
+        return full, values
 
     def _grow(self, labels: np.ndarray, yx: tuple[int, int], lead: tuple[int, ...],
               shape: tuple[int, ...], dense: bool) -> np.ndarray:

@@ -37,7 +37,14 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.model import DEFAULT_CONFIG
-from napari_unet.core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, TrainProgress
+from napari_unet.core.training import (
+    FINE_TUNE_LEARNING_RATE,
+    TrainConfig,
+    TrainProgress,
+    correction_settings,
+    is_trained,
+    new_image_type_hint,
+)
 
 from . import _notify
 from ._session import get_session
@@ -82,24 +89,33 @@ def retrain(
     """Fine-tune the session's model (or a new default one) on one pair, then re-predict.
 
     Uses the last training settings of the session (steps: ``steps``, else the last run's
-    step count, else 100). The prediction overlays of ``image_layer`` are updated at the end and
-    ``on_finished(ok)`` is called. Returns the worker (not started when ``start=False``), or
-    None when the inputs are invalid (a notification says why).
+    step count, else 100).  The labels are taken as corrections of the session model's own
+    prediction (``core.training.correction_settings``): where nothing is labeled it keeps its
+    answer, however much the corrections disagree with it.  The prediction overlays of
+    ``image_layer`` are updated at the end and ``on_finished(ok)`` is called.  Returns the
+    worker (not started when ``start=False``), or None when the inputs are invalid (a
+    notification says why).
     """
     session = get_session(viewer)
     settings = session.train_settings
     try:
         base = session.model
         in_channels = int(base.in_channels) if base is not None else None
+        # removed objects alone are enough when the rest keeps the model's answer
+        one_class_ok = base is not None and correction_settings(base, dense)["distill_weight"] > 0
+        pairs = [(image_layer, labels_layer)]
         images, labels, n_channels, warnings = collect_training_data(
-            [(image_layer, labels_layer)], dense, in_channels)
+            pairs, dense, in_channels, one_class_ok=one_class_ok)
         model = copy.deepcopy(base) if base is not None else make_model(
             n_channels, settings.get("depth"), settings.get("base_channels"),
             settings.get("padding"))
-        collect_training_data([(image_layer, labels_layer)], dense, in_channels, model)
+        collect_training_data(pairs, dense, in_channels, model, one_class_ok=one_class_ok)
         fields = {k: v for k, v in settings.items() if k in _CONFIG_FIELDS}
         fields.update(dense=dense, minutes=None,
-                      steps=int(steps or settings.get("steps") or RETRAIN_STEPS))
+                      steps=int(steps or settings.get("steps") or RETRAIN_STEPS),
+                      **correction_settings(model, dense))
+        if is_trained(model):
+            fields.setdefault("learning_rate", FINE_TUNE_LEARNING_RATE)
         fields.setdefault("num_threads", worker_threads())
         config = TrainConfig(**fields)
         config.validate()
@@ -486,6 +502,9 @@ class TrainWidget(QWidget):
             self.status.setText(f"training {run.status}{last}")
             if run.status == "done":
                 self.source_combo.setCurrentIndex(SOURCE_CONTINUE)
+                hint = new_image_type_hint(run.model)
+                if hint is not None:
+                    _notify.notify_info(hint)
         except RuntimeError:
             pass
 
