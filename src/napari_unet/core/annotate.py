@@ -218,9 +218,9 @@ def background_ring(
     """Unlabeled pixels within ``width`` px around ``cell``: where to paint background (sparse).
 
     A cell added alone teaches the network only "cell here"; with no background next to it,
-    neither its border nor what is not a cell.  Retraining on a few added dim nuclei alone made
-    the starting model call more debris cells on other DSB2018 images (accuracy 0.805 -> 0.698 on
-    10 uncorrected images), with a 3 px ring 0.805 -> 0.772 (benchmarks/corrections.py).  Only
+    neither its border nor what is not a cell.  Retrained on 3 added dim nuclei of one DSB2018
+    image, the starting model called more debris cells on 10 other images (accuracy 0.805 ->
+    0.698); with a 3 px ring 0.805 -> 0.793 (benchmarks/corrections.py, ``--ring 0`` / 3).  Only
     unlabeled pixels outside ``avoid`` (e.g. predicted objects, which may be touching cells)
     are returned, so nothing painted is overwritten.
     """
