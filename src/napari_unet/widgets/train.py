@@ -101,8 +101,9 @@ def retrain(
     try:
         base = session.model
         in_channels = int(base.in_channels) if base is not None else None
+        corrections = correction_settings(base, dense) if base is not None else {}
         # removed objects alone are enough when the rest keeps the model's answer
-        one_class_ok = base is not None and correction_settings(base, dense)["distill_weight"] > 0
+        one_class_ok = corrections.get("distill_weight", 0.0) > 0
         pairs = [(image_layer, labels_layer)]
         images, labels, n_channels, warnings = collect_training_data(
             pairs, dense, in_channels, one_class_ok=one_class_ok)
@@ -113,7 +114,7 @@ def retrain(
         fields = {k: v for k, v in settings.items() if k in _CONFIG_FIELDS}
         fields.update(dense=dense, minutes=None,
                       steps=int(steps or settings.get("steps") or RETRAIN_STEPS),
-                      **correction_settings(model, dense))
+                      **corrections)
         if is_trained(model):
             fields.setdefault("learning_rate", FINE_TUNE_LEARNING_RATE)
         fields.setdefault("num_threads", worker_threads())
