@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--others", type=int, default=10, help="uncorrected images scored")
     parser.add_argument("--clicks", type=int, default=3, help="removals and additions, each")
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=FINE_TUNE_LEARNING_RATE)
     parser.add_argument("--modes", nargs="+", default=["sparse", "dense"])
     parser.add_argument("--settings", nargs="+", default=["retrain", "train-defaults"])
     parser.add_argument("--seed", type=int, default=0)
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                 try:
                     train_to_completion(
                         model, sample.image, labels, dense=mode == "dense", steps=args.steps,
-                        learning_rate=FINE_TUNE_LEARNING_RATE, seed=args.seed, device="cpu",
+                        learning_rate=args.lr, seed=args.seed, device="cpu",
                         **fields,
                     )
                 except ValueError as exc:  # e.g. only added cells, without the distillation
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                     [matching(instances(model, s.image), s.labels)["accuracy"] for s in others]))
                 record = {
                     "image": sample.name, "mode": mode, "settings": setting, "ring": args.ring,
-                    "n_false": len(false), "n_missed": len(missed),
+                    "lr": args.lr, "n_false": len(false), "n_missed": len(missed),
                     "fixed": fixed_share(after, pred, truth, false, missed),
                     "acc_before": matching(pred, truth)["accuracy"],
                     "acc_after": matching(after, truth)["accuracy"],
