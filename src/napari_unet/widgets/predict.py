@@ -186,6 +186,8 @@ def predict_layer(
     state: dict[str, Any] = {"ok": False, "done": False}
 
     def report(done: int, total: int) -> None:
+        if state["done"]:  # a relayed update that arrives after the end: keep the final state
+            return
         if pbar.total != total:
             pbar.total = total
         pbar.update(done - pbar.n)
@@ -388,6 +390,8 @@ class PredictWidget(QWidget):
             self.status.setText("cancelling…")
 
     def _progress(self, done: int, total: int) -> None:
+        if self.worker is None:  # late update after the prediction finished
+            return
         try:
             self.progress_bar.setRange(0, max(1, total))
             self.progress_bar.setValue(done)
