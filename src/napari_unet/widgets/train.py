@@ -43,6 +43,7 @@ from napari_unet.core.training import (
     TrainProgress,
     correction_settings,
     is_trained,
+    keeps_unlabeled,
     new_image_type_hint,
 )
 
@@ -101,9 +102,17 @@ def retrain(
     try:
         base = session.model
         in_channels = int(base.in_channels) if base is not None else None
-        corrections = correction_settings(base, dense) if base is not None else {}
+        fields = {k: v for k, v in settings.items() if k in _CONFIG_FIELDS}
+        fields.update(dense=dense, minutes=None,
+                      steps=int(steps or settings.get("steps") or RETRAIN_STEPS))
+        if base is not None and is_trained(base):
+            fields.update(correction_settings(base, dense))
+            fields.setdefault("learning_rate", FINE_TUNE_LEARNING_RATE)
+        fields.setdefault("num_threads", worker_threads())
+        config = TrainConfig(**fields)
+        config.validate()
         # removed objects alone are enough when the rest keeps the model's answer
-        one_class_ok = corrections.get("distill_weight", 0.0) > 0
+        one_class_ok = base is not None and keeps_unlabeled(base, config)
         pairs = [(image_layer, labels_layer)]
         images, labels, n_channels, warnings = collect_training_data(
             pairs, dense, in_channels, one_class_ok=one_class_ok)
@@ -111,15 +120,6 @@ def retrain(
             n_channels, settings.get("depth"), settings.get("base_channels"),
             settings.get("padding"))
         collect_training_data(pairs, dense, in_channels, model, one_class_ok=one_class_ok)
-        fields = {k: v for k, v in settings.items() if k in _CONFIG_FIELDS}
-        fields.update(dense=dense, minutes=None,
-                      steps=int(steps or settings.get("steps") or RETRAIN_STEPS),
-                      **corrections)
-        if is_trained(model):
-            fields.setdefault("learning_rate", FINE_TUNE_LEARNING_RATE)
-        fields.setdefault("num_threads", worker_threads())
-        config = TrainConfig(**fields)
-        config.validate()
     except ValueError as exc:
         _notify.notify_error(f"Cannot retrain: {exc}")
         if on_finished is not None:
