@@ -6,6 +6,7 @@ records (dicts as stored in ``quality_results.json``).
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -156,16 +157,15 @@ def format_fine_tune_vs_start(results: list[dict[str, Any]]) -> str:
         runs = sorted(groups[key], key=lambda r: r["seed"])
         start = starts[(domain, threshold, n_val)]
         accs = [r["accuracy"] for r in runs]
-        mean = sum(accs) / len(accs)
+        mean = statistics.fmean(accs)
         paired = []
         for r in runs:
             per_image, base = r.get("accuracy_per_image"), start.get("accuracy_per_image")
             if not per_image or not base or len(per_image) != len(base):
                 continue
             diff = [a - b for a, b in zip(per_image, base, strict=True)]
-            m = sum(diff) / len(diff)
-            sd = (sum((d - m) ** 2 for d in diff) / max(len(diff) - 1, 1)) ** 0.5
-            half = 1.96 * sd / len(diff) ** 0.5
+            m = statistics.fmean(diff)
+            half = 1.96 * statistics.stdev(diff) / len(diff) ** 0.5
             paired.append(f"s{r['seed']}: {m:+.4f} [{m - half:+.4f}, {m + half:+.4f}]")
         lines.append(
             f"| {domain} | {protocol} | {budget:g} | {len(runs)} | {start['accuracy']:.4f} | "
