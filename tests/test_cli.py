@@ -101,8 +101,7 @@ def test_round_trip(trained, tmp_path, capsys):
 
 def test_folder_equals_per_file_python(trained, tmp_path):
     from napari_unet.core.checkpoint import load_model
-    from napari_unet.core.instances import DEFAULT_THRESHOLD, label_instances
-    from napari_unet.core.tiling import predict_tiled
+    from napari_unet.core.segment import segment
 
     out = tmp_path / "pred"
     assert (
@@ -124,7 +123,7 @@ def test_folder_equals_per_file_python(trained, tmp_path):
     model = load_model(trained / "model.pt")
     for name in ("cells0", "cells1"):
         image = read_image(trained / "images" / f"{name}.tif")
-        expected = label_instances(predict_tiled(model, image)[1], DEFAULT_THRESHOLD, 10)
+        expected = segment(model, image, min_size=10).instances  # the model's own scale
         np.testing.assert_array_equal(np.load(out / f"{name}.npy"), expected)
 
 
@@ -184,11 +183,12 @@ def test_bad_inputs(trained, tmp_path, capsys):
     corrupt.write_bytes(b"\x00garbage")
     assert cli.main(["predict", str(corrupt), image, "--out", str(out)]) == 4
     assert "checkpoint" in _error(capsys)
-    # incompatible image (RGB for a 1-channel model) -> 5
-    rgb = tmp_path / "rgb.png"
-    write_array(rgb, np.zeros((64, 64, 3), np.uint8))
-    assert cli.main(["predict", model, str(rgb), "--out", str(out)]) == 5
-    assert "RGB" in _error(capsys)
+    # incompatible image (2 channels, not a colour image, for a 1-channel model) -> 5
+    four = tmp_path / "four.npy"
+    write_array(four, np.zeros((2, 64, 64), np.float32))
+    assert cli.main(["predict", model, str(four), "--out", str(out), "--channel-axis", "0",
+                     "--conversion", "grey"]) == 5
+    assert "colour" in _error(capsys)
     assert _files(out) == []  # nothing written by any failure
     # existing output -> 3, file untouched
     out.mkdir(exist_ok=True)

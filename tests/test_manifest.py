@@ -13,7 +13,11 @@ def test_manifest_is_valid_and_complete():
     assert MANIFEST.name == "napari-unet"
     assert set(WIDGET_NAMES) == set(WIDGETS)
     assert MANIFEST.contributions.readers and MANIFEST.contributions.writers
-    assert {s.key for s in MANIFEST.contributions.sample_data} == {"cells", "cells_sparse"}
+    assert {s.key for s in MANIFEST.contributions.sample_data} == {
+        "nuclei_dsb2018", "cells_usiigaci", "cells", "cells_sparse"}
+    # napari reads TIFF/PNG/JPEG/NumPy itself: claiming them would ask "Choose reader" each time
+    [reader] = MANIFEST.contributions.readers
+    assert reader.filename_patterns == ["*.zarr"]
     for command in MANIFEST.contributions.commands:
         assert command.python_name, command.id
 

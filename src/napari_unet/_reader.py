@@ -1,4 +1,10 @@
-"""npe2 reader: TIFF, PNG/JPEG, NumPy and zarr images as napari layers."""
+"""npe2 reader for zarr folders only: napari reads TIFF, PNG, JPEG and NumPy files itself.
+
+Claiming those too would make napari ask "Choose reader" on every File > Open. For a zarr
+folder this reader adds something: the array is opened lazily (never loaded whole), a group
+opens its first array (OME-Zarr level 0), and an integer array named like labels opens as a
+Labels layer.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +14,29 @@ from typing import Any
 
 import numpy as np
 
-from .core.io import IMAGE_SUFFIXES, read_image
+from .core.io import read_image
 
 LayerData = tuple[Any, dict, str]
 LABEL_HINTS = ("label", "mask", "annotation", "instances", "seg")
+READ_SUFFIXES = (".zarr",)
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
-    """Return a reader for the paths we understand, else None so napari tries other plugins."""
+    """Return a reader for zarr folders, else None so napari's own readers open the file."""
     paths = [path] if isinstance(path, str) else list(path)
-    if not paths or not all(Path(p).suffix.lower() in IMAGE_SUFFIXES for p in paths):
+    if not paths or not all(_is_zarr(Path(p)) for p in paths):
         return None
     return read_layers
 
 
 def read_layers(path: str | list[str]) -> list[LayerData]:
-    """Read each path into one layer: integer files named like labels become Labels layers."""
+    """Read each zarr path into one layer: integer arrays named like labels become Labels."""
     paths = [path] if isinstance(path, str) else list(path)
     return [_layer_from(Path(p)) for p in paths]
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() in READ_SUFFIXES and path.is_dir()
 
 
 def _layer_from(path: Path) -> LayerData:

@@ -1,8 +1,10 @@
 """Headless command line: ``napari-unet train | predict | evaluate``.
 
-Exit codes: 0 ok; 2 usage (argparse); 3 missing input file, or an output that exists without
-``--overwrite``; 4 unreadable image or corrupt/foreign model checkpoint; 5 bad data (shape
-mismatch, bad labels, image incompatible with the model, ...); 130 cancelled (Ctrl-C).
+Exit codes: 0 ok; 2 usage (argparse); 3 missing input file, an output that exists without
+``--overwrite``, or an output that cannot be written (checked before any work); 4 unreadable
+image (also one larger than the memory) or corrupt/foreign model checkpoint; 5 bad data (shape
+mismatch, bad labels, image incompatible with the model, a diverged training, out of memory,
+...); 130 cancelled (Ctrl-C; ``train`` then saves the model of the last finished step).
 Errors print one line ``napari-unet: error: ...`` on stderr, never a traceback, and outputs are
 written atomically, so a failed or cancelled run leaves no half-written file.
 """
@@ -11,14 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
+from .core.instances import DEFAULT_MIN_SIZE
+from .core.segment import CONVERSIONS
 
 PROG = "napari-unet"
 EXIT_OK, EXIT_USAGE, EXIT_FILE, EXIT_UNREADABLE, EXIT_DATA, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
@@ -43,10 +49,12 @@ def _read(path: str | Path, what: str = "image") -> np.ndarray:
         raise CliError(EXIT_FILE, f"{what} not found: {path}")
     try:
         return np.asarray(read_image(path))
-    except ValueError as error:
+    except ValueError as error:  # also ImageTooLarge: the header promises more than the memory
         raise CliError(EXIT_UNREADABLE, str(error)) from None
     except OSError as error:
         raise CliError(EXIT_UNREADABLE, f"cannot read {what} {path}: {error}") from None
+    except MemoryError:
+        raise CliError(EXIT_UNREADABLE, f"not enough memory to read {what} {path}") from None
 
 
 def _model_path(name_or_path: str | Path) -> Path:
@@ -108,12 +116,129 @@ def _progress(bar: Any) -> Callable[[int, int], None]:
 
 
 # ----------------------------------------------------------------------------- train
+def _check_out_file(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` file that cannot be written, before any data is read or trained on."""
+    if out.is_dir():
+        raise CliError(EXIT_FILE, f"--out {out} is a folder; give a file name such as model.pt")
+    if out.exists() and not overwrite:
+        raise CliError(EXIT_FILE, f"{out} already exists; pass --overwrite to replace it")
+    folder = out.parent
+    if not folder.is_dir():
+        raise CliError(EXIT_FILE, f"cannot write --out {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(
+            EXIT_FILE, f"cannot write --out {out}: folder {folder} is read-only for this user"
+        )
+
+
+def _save(model: Any, out: Path, overwrite: bool) -> None:
+    """Save the model atomically; any failure (full disk, ...) is one line naming ``out``."""
+    from .core.checkpoint import save_model
+
+    try:
+        save_model(model, out, overwrite=overwrite)
+    except FileExistsError:
+        raise CliError(EXIT_FILE, f"{out} already exists; pass --overwrite to replace it") from None
+    except OSError as error:
+        raise CliError(EXIT_FILE, f"cannot write {out}: {error.strerror or error}") from None
+
+
+def _warn_if_dense(paths: Sequence[str], labels: Sequence[np.ndarray]) -> None:
+    """Warn when labels read as painted (1 = background) look like complete labels."""
+    from .core.labels import looks_dense
+
+    for path, lab in zip(paths, labels, strict=True):
+        if looks_dense(lab):
+            print(
+                f"{PROG}: warning: {path} looks like complete labels (0 = background, label 1 "
+                "one cell like the others), but without --dense-labels 1 is painted background "
+                "and 0 unlabeled; pass --dense-labels if 0 is background",
+                file=sys.stderr,
+            )
+
+
+# Bytes per pixel of the network input side, per sample and first-level channel, that a
+# training step keeps for the backward pass (about 24 feature maps of float32 per level-0
+# channel, summed over the levels): an estimate to refuse patches that cannot fit in memory.
+_TRAIN_BYTES_PER_PX_CHANNEL = 24 * 4
+
+
+def _check_patch_memory(model: Any, patch: int, batch: int, device: str) -> None:
+    """Refuse (usage error) a ``--patch-size`` whose training step needs more than the RAM."""
+    from .core.device import resolve_device
+    from .core.io import available_memory
+
+    have = available_memory()
+    if have is None or resolve_device(device).type != "cpu":
+        return
+    side = max(model.valid_input_shape((patch, patch)))
+    need = batch * side**2 * int(model.base_channels) * _TRAIN_BYTES_PER_PX_CHANNEL
+    if need > have:
+        raise CliError(
+            EXIT_USAGE,
+            f"--patch-size {patch} with --batch-size {batch} needs about {need / 2**30:.1f} GiB "
+            f"per training step, more than the {have / 2**30:.1f} GiB available; "
+            "use a smaller --patch-size or --batch-size",
+        )
+
+
+class _StopOnCtrlC:
+    """While training: the first Ctrl-C stops after the current step, a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._installed = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopOnCtrlC:
+        if threading.current_thread() is threading.main_thread():  # signals go to main only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"{PROG}: stopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:  # None: the previous handler was not set from Python
+            signal.signal(signal.SIGINT, self._previous or signal.SIG_DFL)
+
+
+def _run_steps(steps: Any, bar: Any) -> tuple[int, bool]:
+    """Drive the training generator: ``(finished steps, stopped by Ctrl-C between steps)``.
+
+    A KeyboardInterrupt raised inside a step (a second Ctrl-C) propagates: that step is half
+    done, so nothing is saved.
+    """
+    done, stopped = 0, False
+    with _StopOnCtrlC() as stop:
+        try:
+            for p in steps:
+                done = p.step
+                try:
+                    bar.total = p.total_steps
+                    bar.n = p.step
+                    bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
+                    bar.refresh()
+                except KeyboardInterrupt:  # between steps: the model is the finished step
+                    stop.requested = True
+                if stop.requested:
+                    stopped = True
+                    break
+        finally:
+            steps.close()
+            bar.close()
+    return done, stopped
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .core.checkpoint import save_model
     from .core.model import DEFAULT_CONFIG, UNet
-    from .core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, train
+    from .core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, TrainingDiverged, train
 
     if len(args.labels) != len(args.images):
         raise CliError(
@@ -122,10 +247,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "labels pair with images by order",
         )
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CliError(EXIT_FILE, f"{out} already exists; pass --overwrite to replace it")
+    _check_out_file(out, args.overwrite)
     images = [_read(p) for p in args.images]
     labels = [_read(p, "labels") for p in args.labels]
+    if not args.dense_labels:
+        _warn_if_dense(args.labels, labels)
+    channel_axis = _channel_axis(args, images[0], labels[0])
     if args.seed is not None:
         torch.manual_seed(args.seed)
     if args.from_model:
@@ -143,6 +270,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config["base_channels"] = args.width
         if args.padding is not None:
             config["padding"] = args.padding
+        if channel_axis is not None:
+            config["in_channels"] = int(images[0].shape[channel_axis])
         model = UNet(**config)
     settings: dict[str, Any] = {
         "dense": args.dense_labels,
@@ -158,24 +287,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("patch_size", "patch_size"),
         ("w0", "w0"),
         ("sigma", "sigma"),
+        ("diameter", "diameter"),
+        ("conversion", "channel_conversion"),
     ):
         if getattr(args, name) is not None:
             settings[key] = getattr(args, name)
     config = TrainConfig(**settings)
-    steps = train(model, images, labels, config)
+    if args.patch_size is not None:
+        _check_patch_memory(model, args.patch_size, config.batch_size, args.device)
+    steps = train(model, images, labels, config, channel_axis=channel_axis)
     bar = _bar(None if args.minutes else config.steps, "train", "step")
     try:
-        for p in steps:
-            bar.total = p.total_steps
-            bar.n = p.step
-            bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
-            bar.refresh()
-    finally:
-        steps.close()
-        bar.close()
-    save_model(model, out, overwrite=args.overwrite)
+        done, stopped = _run_steps(steps, bar)
+    except TrainingDiverged as error:  # nothing is saved: NaN weights are no model
+        raise CliError(EXIT_DATA, f"{error} (--lr)") from None
+    _save(model, out, args.overwrite)  # after Ctrl-C too: the last finished step is kept
+    if stopped:
+        raise CliError(
+            EXIT_CANCELLED, f"cancelled after {done} steps; saved the model so far to {out}"
+        )
     print(f"saved {out}", file=sys.stderr)
     return EXIT_OK
+
+
+def _channel_axis(args: argparse.Namespace, image: np.ndarray, labels: Any = None) -> int | None:
+    """``--channel-axis``, or -1 for an image that looks RGB(A), ``(Y, X, 3|4)``."""
+    if args.channel_axis is not None:
+        return int(args.channel_axis)
+    from .core.segment import guess_channel_axis
+
+    axis = guess_channel_axis(image.shape, None if labels is None else labels.shape)
+    if axis is not None:
+        print(
+            f"{PROG}: reading the image of shape {image.shape} as colour (channels on axis "
+            f"{axis}); pass --channel-axis to say otherwise",
+            file=sys.stderr,
+        )
+    return axis
 
 
 # ----------------------------------------------------------------------------- predict
@@ -213,6 +361,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             fmt=args.format,
             threshold=args.threshold,
             min_size=args.min_size,
+            diameter=args.diameter,
+            conversion=args.conversion,
             tile_size=args.tile_size,
             batch_size=args.batch_size,
             device=args.device,
@@ -319,7 +469,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{stem:<{width}} " + " ".join(f"{row[k]:>9.4f}" for k in _TABLE))
     if args.json:
         text = json.dumps({"images": per_image, "mean": mean}, indent=2)
-        atomic_write(args.json, lambda tmp: tmp.write_text(text), overwrite=args.overwrite)
+        try:
+            atomic_write(args.json, lambda tmp: tmp.write_text(text), overwrite=args.overwrite)
+        except FileExistsError:
+            raise
+        except OSError as error:  # full disk, read-only folder: name the file, not the temp
+            raise CliError(
+                EXIT_FILE, f"cannot write {args.json}: {error.strerror or error}"
+            ) from None
     return EXIT_OK
 
 
@@ -336,6 +493,59 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def probability_threshold(text: str) -> float:
+    """``--threshold``: a cell probability strictly between 0 and 1 (else all or nothing)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text}")
+    return value
+
+
+# Largest --steps (decades of CPU time) and --patch-size (a 4096 px patch alone needs tens of
+# GiB per training step): larger values are typing mistakes, refused as usage errors.
+MAX_STEPS = 10**9
+MAX_PATCH_SIZE = 4096
+
+
+def _at_most(limit: int) -> Callable[[str], int]:
+    """An argparse type: a positive integer up to ``limit``."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}, got {text}")
+        return value
+
+    return parse
+
+
+def _diameter(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return _positive_float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of pixels or 'auto', got {text}"
+        ) from None
+
+
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
+    """``--channel-axis``, ``--diameter`` and ``--conversion`` of ``train``."""
+    parser.add_argument(
+        "--channel-axis", type=int,
+        help="channel axis of multichannel images (RGB: -1; guessed for (Y, X, 3) images)",
+    )
+    parser.add_argument(
+        "--diameter", type=_positive_float,
+        help="object diameter in px (default: measured on the labeled cells)",
+    )
+    parser.add_argument(
+        "--conversion", choices=CONVERSIONS,
+        help="colour to one channel when fine-tuning a 1-channel model (default: hematoxylin)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune this checkpoint, or 'nuclei' for the shipped starting model",
     )
     budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive_int)
+    budget.add_argument("--steps", type=_at_most(MAX_STEPS))
     budget.add_argument("--minutes", type=_positive_float)
     t.add_argument("--device", choices=devices, default="auto")
     t.add_argument("--seed", type=int)
@@ -375,13 +585,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--lr", type=_positive_float)
     t.add_argument("--batch-size", type=_positive_int)
-    t.add_argument("--patch-size", type=_positive_int)
+    t.add_argument("--patch-size", type=_at_most(MAX_PATCH_SIZE))
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--w0", type=float)
     t.add_argument("--sigma", type=_positive_float)
     t.add_argument("--depth", type=_positive_int)
     t.add_argument("--width", type=_positive_int, help="channels of the first level")
     t.add_argument("--padding", choices=["valid", "same"])
+    _add_image_options(t)
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -395,12 +606,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write cell probabilities to DIR/probabilities/",
     )
     p.add_argument("--format", choices=["tif", "png", "npy"], default="tif")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    p.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE)
+    p.add_argument(
+        "--threshold",
+        type=probability_threshold,
+        help="cell probability threshold in (0, 1) (default: the model's calibrated one)",
+    )
+    p.add_argument(
+        "--min-size",
+        type=int,
+        help=f"smallest object in px (default: {DEFAULT_MIN_SIZE} px at the model's scale)",
+    )
+    p.add_argument(
+        "--diameter",
+        type=_diameter,
+        help="object diameter in px in these images, or 'auto' (default: the size the model "
+        "was trained at; 'auto' for a shipped starting model)",
+    )
     p.add_argument("--tile-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, default=4)
     p.add_argument("--device", choices=devices, default="auto")
-    p.add_argument("--channel-axis", type=int, help="channel axis of multichannel images")
+    p.add_argument(
+        "--channel-axis", type=int, help="channel axis of multichannel images (RGB: -1)"
+    )
+    p.add_argument("--conversion", choices=CONVERSIONS,
+                   help="colour to one channel for a 1-channel model (default: hematoxylin)")
     p.add_argument("--chunk", type=_positive_int, default=1024, help="zarr chunk edge (px)")
     p.add_argument(
         "--memory-budget",
@@ -453,6 +682,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_DATA, str(error))
     except OSError as error:
         return _fail(EXIT_FILE, f"{error}")
+    except MemoryError as error:
+        return _fail(EXIT_DATA, _out_of_memory(error))
+    except RuntimeError as error:  # torch's allocators: CPU and CUDA (OutOfMemoryError)
+        if not any(words in str(error) for words in _OOM_WORDS):
+            raise
+        return _fail(EXIT_DATA, _out_of_memory(error))
+
+
+_OOM_WORDS = ("out of memory", "not enough memory", "can't allocate memory")
+
+
+def _out_of_memory(error: BaseException) -> str:
+    """One line for an allocation that failed, with what to change."""
+    detail = (str(error).strip().splitlines() or [""])[0]
+    return (
+        f"out of memory{f' ({detail})' if detail else ''}: use smaller images, --patch-size "
+        "or --batch-size (train), --tile-size, --batch-size or --memory-budget (predict)"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

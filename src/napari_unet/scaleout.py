@@ -683,38 +683,38 @@ def predict_file(
     path: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
-    min_size: int = DEFAULT_MIN_SIZE,
+    threshold: float | None = None,
+    min_size: int | None = None,
     tile_size: int | None = None,
     batch_size: int = 4,
     device: str = "auto",
     channel_axis: int | None = None,
     probabilities: str | os.PathLike | None = None,
     overwrite: bool = False,
+    diameter: float | str | None = None,
+    conversion: str | None = None,
 ) -> Path:
     """Predict one in-memory image file and write its instance labels (atomically) to ``out``.
 
     ``model_ref``: a UNet, checkpoint bytes or a checkpoint path. 2D images give ``(Y, X)``
-    labels, stacks ``(Z, Y, X)`` labels with ids unique over the stack. PNG output is uint16
-    (ValueError when ids exceed 65535).
+    labels, stacks ``(Z, Y, X)`` (or stacks of stacks, ``(T, Z, Y, X)``) labels of the same
+    shape with ids unique over the whole stack. PNG output is uint16 (ValueError when ids
+    exceed 65535). ``diameter``, ``threshold``, ``min_size``: see ``core.segment.segment``
+    (None: the model's object scale and calibrated threshold).
     """
-    from .core.instances import label_instances
     from .core.io import read_image, write_array
-    from .core.tiling import predict_tiled
+    from .core.segment import guess_channel_axis, segment
 
     model = _resolve_model(model_ref)
     image = np.asarray(read_image(path))
-    probs = predict_tiled(
-        model,
-        image,
-        tile_size=tile_size,
-        batch_size=batch_size,
+    if channel_axis is None:
+        channel_axis = guess_channel_axis(image.shape)
+    result = segment(
+        model, image, channel_axis=channel_axis, diameter=diameter, threshold=threshold,
+        min_size=min_size, conversion=conversion, tile_size=tile_size, batch_size=batch_size,
         device=device,
-        channel_axis=channel_axis,
     )
-    stack = probs.ndim == 4
-    fg = probs[:, 1] if stack else probs[1]
-    labels = label_instances(fg, threshold, min_size, stack=stack)
+    fg, labels = result.probability, result.instances
     out = Path(out)
     if out.suffix.lower() == ".png":
         if labels.size and int(labels.max()) > np.iinfo(np.uint16).max:
@@ -728,14 +728,24 @@ def predict_file(
     return out
 
 
+def _check_inputs(paths: Sequence[Path]) -> None:
+    """Every input readable (header, size, small files whole) before any output is written."""
+    from .core.io import check_readable
+
+    for p in paths:
+        check_readable(p)  # ValueError "cannot read image ..." names the file
+
+
 def predict_files(
     model_path: UNet | str | os.PathLike,
     paths: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
     fmt: str = "tif",
-    threshold: float = DEFAULT_THRESHOLD,
-    min_size: int = DEFAULT_MIN_SIZE,
+    threshold: float | None = None,
+    min_size: int | None = None,
+    diameter: float | str | None = None,
+    conversion: str | None = None,
     tile_size: int | None = None,
     batch_size: int = 4,
     device: str = "auto",
@@ -749,14 +759,20 @@ def predict_files(
 ) -> list[Path]:
     """Predict every file in ``paths`` into ``out_dir`` (one label image per input, same stem).
 
-    Everything is checked before any work starts: inputs exist, no two inputs share a stem, and
-    no output exists (unless ``overwrite``). In-memory files are one task each (on ``client``
-    when given, loading the model inside the task); zarr inputs are streamed with
-    :func:`predict_zarr` (chunks as tasks). ``progress(done, total)`` counts files.
+    Everything is checked before any work starts: ``out_dir`` is not a file, inputs exist and
+    can be read (:func:`~napari_unet.core.io.check_readable`), no two inputs share a stem, and
+    no output exists (unless ``overwrite``), so a bad input never leaves the folder half done.
+    In-memory files are one task each (on ``client`` when given, loading the model inside the
+    task); zarr inputs are streamed with :func:`predict_zarr` (chunks as tasks).
+    ``progress(done, total)`` counts files. ``threshold``/``min_size``/``diameter`` None: the
+    model's calibrated threshold and object scale (``core.segment``; zarr inputs are streamed
+    at the image's own scale).
     Returns the written label paths, in input order.
     """
     if fmt not in ("tif", "png", "npy"):
         raise ValueError(f"format must be tif, png or npy, got {fmt!r}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise NotADirectoryError(f"--out must be a folder, but {out_dir} is a file")
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.exists():
@@ -772,6 +788,7 @@ def predict_files(
         for o in [*outs, *(q for q in probs if q is not None)]:
             if o.exists():
                 raise FileExistsError(f"{o} already exists; not overwriting it")
+    _check_inputs(paths)
     model = _resolve_model(model_path)
     if isinstance(model_path, UNet):
         ref: Any = _model_bytes(model) if client is not None else model
@@ -803,6 +820,8 @@ def predict_files(
                 channel_axis=channel_axis,
                 probabilities=probs[i],
                 overwrite=overwrite,
+                diameter=diameter,
+                conversion=conversion,
                 **kw,
             )
             tick()
@@ -820,6 +839,8 @@ def predict_files(
                 channel_axis=channel_axis,
                 probabilities=None if probs[i] is None else str(probs[i]),
                 overwrite=overwrite,
+                diameter=diameter,
+                conversion=conversion,
                 pure=False,
                 **kw,
             )
@@ -832,6 +853,11 @@ def predict_files(
         finally:
             for f in futures:
                 f.cancel()
+    if threshold is None:
+        from .core.segment import model_threshold
+
+        kw["threshold"] = model_threshold(model)
+    kw["min_size"] = DEFAULT_MIN_SIZE if min_size is None else min_size
     for i, p in enumerate(paths):
         if _is_zarr(p):
             predict_zarr(

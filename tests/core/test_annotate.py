@@ -240,3 +240,87 @@ def test_background_ring_surrounds_the_cell_on_unlabeled_pixels_only():
     assert all(a.size == 0 for a in background_ring(labels, cell, width=0))
     with pytest.raises(ValueError, match="shape"):
         background_ring(labels, cell[:5])
+
+
+# -- the mask an add-click grows (issue 13) ------------------------------------------------------
+@pytest.fixture
+def cells():
+    """An isolated bright disc, two touching bright discs and a dim disc the network missed.
+
+    The probability is a softened mask of the three bright discs (the two touching ones as one
+    merged blob, as a network often gives them) and about 0 over the dim disc.
+    """
+    rng = np.random.default_rng(5)
+    shape = (100, 140)
+    isolated = _disc(shape, (30, 30), 10)
+    left = _disc(shape, (70, 50), 10)
+    right = _disc(shape, (70, 67), 10) & ~left  # centres 1.7 radii apart: they overlap
+    dim = _disc(shape, (30, 100), 9)
+    bright = isolated | left | right
+    image = 0.1 + 0.8 * bright + 0.25 * dim + rng.normal(0, 0.03, shape)
+    image = ndi.gaussian_filter(image, 0.7).astype(np.float32)
+    prob = (0.01 + 0.98 * ndi.gaussian_filter(bright.astype(np.float32), 1.5)).astype(np.float32)
+    return {"image": image, "prob": prob, "isolated": isolated, "left": left, "right": right,
+            "dim": dim}
+
+
+def _add_click_iou(cells, name, **kwargs):
+    from napari_unet.core.annotate import expected_diameter
+    from napari_unet.core.instances import label_instances
+
+    cell = cells[name]
+    click = tuple(int(round(c)) for c in ndi.center_of_mass(cell))
+    diameter = expected_diameter(label_instances(cells["prob"]))
+    mask = grow_cell(cells["prob"], click, image=cells["image"], diameter=diameter, **kwargs)
+    return _iou(mask, cell)
+
+
+@pytest.mark.parametrize("name", ["isolated", "left", "right", "dim"])
+def test_add_click_mask_matches_the_true_cell(cells, name):
+    """Isolated bright cell, each of two touching cells (one merged blob of probability), and a
+    dim cell where the probability is low: the grown mask is the cell (IoU >= 0.8)."""
+    iou = _add_click_iou(cells, name)
+    print(f"add-click IoU {name}: {iou:.3f}")
+    assert iou >= 0.8, (name, iou)
+
+
+def test_add_click_off_centre_and_without_a_probability(cells):
+    """A click halfway to the border, and the image alone (no prediction yet), still give the
+    cell; without a prediction the default diameter (20 px) is used."""
+    off = grow_cell(cells["prob"], (70, 45), image=cells["image"], diameter=20)
+    assert _iou(off, cells["left"]) >= 0.8
+    for name in ("isolated", "left", "dim"):
+        cell = cells[name]
+        click = tuple(int(round(c)) for c in ndi.center_of_mass(cell))
+        iou = _iou(grow_cell(cells["image"], click), cell)
+        assert iou >= 0.8, (name, iou)
+
+
+def test_expected_diameter_prefers_predictions_then_labels():
+    from napari_unet.core.annotate import DEFAULT_DIAMETER, expected_diameter
+
+    predicted = np.zeros((60, 60), np.int32)
+    predicted[_disc(predicted.shape, (15, 15), 5)] = 1
+    predicted[_disc(predicted.shape, (40, 40), 7)] = 2
+    predicted[_disc(predicted.shape, (15, 45), 6)] = 3
+    labels = np.zeros_like(predicted)
+    labels[_disc(labels.shape, (30, 30), 12)] = 5
+    labels[:3] = BACKGROUND_LABEL
+    area = _disc(predicted.shape, (15, 45), 6).sum()
+    assert expected_diameter(predicted, labels) == pytest.approx(np.sqrt(4 * area / np.pi))
+    assert expected_diameter(np.zeros_like(predicted), labels) == pytest.approx(
+        np.sqrt(4 * (labels == 5).sum() / np.pi))
+    assert expected_diameter(None, np.where(labels == 5, 0, labels)) == DEFAULT_DIAMETER
+    assert expected_diameter() == DEFAULT_DIAMETER
+
+
+def test_remove_takes_the_whole_object_under_the_click():
+    """Alt-click on a labeled cell inside a larger predicted object: both become background."""
+    labels = np.zeros((10, 10), np.int32)
+    labels[3:6, 3:6] = 4
+    labels[0, 0] = 2  # another cell, inside the predicted object too: kept
+    predicted = np.zeros_like(labels)
+    predicted[:8, :8] = 3
+    new = remove_object(labels, (4, 4), predicted)
+    assert np.all(new[:8, :8][1:, :] == BACKGROUND_LABEL)
+    assert new[0, 0] == 2 and np.all(new[8:, :] == 0)

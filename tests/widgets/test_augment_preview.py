@@ -46,6 +46,11 @@ def test_preview_matches_core_and_updates_in_place(make_napari_viewer, cells):
     assert preview.translate[-1] > 80 * 2.0
     assert viewer.layers["lab deformed"].translate[-1] == preview.translate[-1]
     assert viewer.layers["img displacement"].translate[-1] == preview.translate[-1]
+    # nothing is drawn over the original: every preview layer lies right of it
+    right_edge = img_layer.extent.world[1][-1]
+    for name in ("img deformed", "lab deformed", "img displacement"):
+        assert viewer.layers[name].extent.world[0][-1] > right_edge, name
+    assert img_layer.visible and img_layer.opacity == 1
 
     n_layers = len(viewer.layers)
     widget._random_seed.value = True
@@ -56,6 +61,19 @@ def test_preview_matches_core_and_updates_in_place(make_napari_viewer, cells):
     # the seed used is shown, so the draw can be reproduced
     again = elastic_deform(image, grid=4, sigma=6.0, seed=int(widget._seed.value))
     np.testing.assert_allclose(preview.data, again)
+
+
+def test_nothing_is_drawn_until_the_button(make_napari_viewer, qtbot, cells):
+    image, labels = cells
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    lab = viewer.add_labels(labels, name="lab")
+    widget = _widget(viewer)
+    lab.paint((10, 10), 1)
+    widget._sigma.value = 3.0
+    qtbot.wait(100)
+    assert [layer.name for layer in viewer.layers] == ["img", "lab"]
+    assert "deformation" in widget._legend.value
 
 
 def test_rgb_and_multichannel(make_napari_viewer):

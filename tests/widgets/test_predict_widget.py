@@ -12,7 +12,8 @@ from napari_unet.core.synthetic import make_cells
 from napari_unet.widgets import _notify
 from napari_unet.widgets._layers import add_or_update_labels, image_layer_data
 from napari_unet.widgets._session import get_session
-from napari_unet.widgets.predict import PredictWidget, predict_layer, prepare_image
+from napari_unet.core.segment import prepare_image
+from napari_unet.widgets.predict import PredictWidget, predict_layer
 
 
 @pytest.fixture
@@ -86,8 +87,16 @@ def test_predict_adds_aligned_layers_and_updates_in_place(make_napari_viewer, qt
     np.testing.assert_array_equal(stored.instances, inst.data)
     assert widget.progress_bar.value() == widget.progress_bar.maximum()
 
+    # the threshold re-labels the cached probabilities at once, without predicting again
+    widget.threshold.setValue(0.96)
+    qtbot.waitUntil(lambda: widget.relabel_worker is None, timeout=10_000)
+    assert inst.data.max() == 0
+    widget.threshold.setValue(0.5)
+    qtbot.waitUntil(lambda: widget.relabel_worker is None, timeout=10_000)
+    assert inst.data.max() >= 0.5 * labels.max()
     # a second prediction above every probability empties the same layer, no duplicate
     widget.threshold.setValue(0.96)
+    qtbot.waitUntil(lambda: widget.relabel_worker is None, timeout=10_000)
     n_layers = len(viewer.layers)
     _run(qtbot, widget.predict(start=False))
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
@@ -129,8 +138,9 @@ def test_bad_inputs_notify_without_layers(make_napari_viewer, errors, case, expe
     model = UNet(depth=2, base_channels=4)
     if case == "no_model":
         model = None
-    elif case == "rgb":
+    elif case == "rgb":  # 3 colours for a 2-channel model (a 1-channel one converts them)
         image = (np.stack([image] * 3, axis=-1) * 255).astype(np.uint8)
+        model = UNet(in_channels=2, depth=2, base_channels=4)
     elif case == "nan":
         image[3, 4] = np.nan
     elif case == "tiny":
@@ -177,10 +187,10 @@ def test_prepare_image_channel_rules():
     one = UNet(depth=1, base_channels=2)
     three = UNet(in_channels=3, depth=1, base_channels=2)
     rgb = np.zeros((20, 20, 3), np.uint8)
-    with pytest.raises(ValueError, match="expects 1 channel"):
-        prepare_image(rgb, -1, one)
+    arr, axis = prepare_image(rgb, -1, one)  # colour -> one channel (hematoxylin)
+    assert axis is None and arr.shape == (20, 20)
     arr, axis = prepare_image(rgb, -1, three)
-    assert axis == -1 and arr.shape == (20, 20, 3)
+    assert axis == -3 and arr.shape == (3, 20, 20)
     arr, axis = prepare_image(np.zeros((3, 20, 20)), None, three)
     assert axis == -3
     with pytest.raises(ValueError, match="expects 3 channels"):
@@ -201,3 +211,27 @@ def test_layer_helpers(make_napari_viewer):
     second = add_or_update_labels(viewer, np.full((10, 12), 2), "out", like=rgb)
     assert second is first and first.data.max() == 2
     assert [lay.name for lay in viewer.layers].count("out") == 1
+
+
+def test_rgb_layer_with_starting_model_and_a_diameter(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    image, labels = make_cells((64, 80), n_cells=5, seed=2)
+    rgb = (np.stack([1 - image] * 3, axis=-1) * 255).clip(0, 255).astype(np.uint8)
+    layer = viewer.add_image(rgb, name="he", rgb=True, scale=(0.5, 0.5))
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.use_starting_model()
+    assert "starting model" in widget.model_label.text()
+    assert widget.threshold.value() == pytest.approx(0.8)
+    assert widget.diameter_value() == "auto"  # a starting model: size estimated
+    widget.diameter.setValue(36.0)  # objects twice the model's size: predicted at about 0.5x
+    assert viewer.layers["object size"].data[0].shape == (4, 2)
+    assert widget.diameter_value() == 36.0
+    widget.device_combo.setCurrentText("cpu")
+    _run(qtbot, widget.predict(start=False))
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
+    assert errors == []
+    out = viewer.layers["he instances"]
+    assert out.data.shape == labels.shape
+    np.testing.assert_allclose(out.scale, layer.scale)
+    assert layer.visible

@@ -1,4 +1,4 @@
-"""Weight-map preview: equals the core weight map and follows parameter and label edits."""
+"""Weight-map preview: made on demand, equal to the core weight map, and never hides the image."""
 
 from __future__ import annotations
 
@@ -9,13 +9,23 @@ from napari_unet.core.labels import split_labels
 from napari_unet.core.synthetic import make_cells, sparse_annotation
 from napari_unet.core.weights import weight_map
 from napari_unet.widgets import _notify
-from napari_unet.widgets.weightmap_preview import WeightMapWidget, compute_weights
+from napari_unet.widgets.weightmap_preview import (
+    LEGEND,
+    WeightMapWidget,
+    colorbar_pixmap,
+    compute_weights,
+    describe_weights,
+)
 
 
 @pytest.fixture
-def sparse():
-    _, labels = make_cells((64, 64), n_cells=8, seed=2, touching=0.8)
-    return sparse_annotation(labels, n_cells=4, seed=0)
+def cells():
+    return make_cells((64, 64), n_cells=8, seed=2, touching=0.8)
+
+
+@pytest.fixture
+def sparse(cells):
+    return sparse_annotation(cells[1], n_cells=4, seed=0)
 
 
 def _expected(labels, w0, sigma, dense):
@@ -23,64 +33,84 @@ def _expected(labels, w0, sigma, dense):
     return weight_map(instances, w0, sigma, labeled_mask=mask)
 
 
-def test_values_equal_core_and_follow_parameters(make_napari_viewer, qtbot, sparse):
+def _paint(layer, value=1):
+    layer.data_setitem((np.array([1, 1]), np.array([1, 2])), value)
+    layer.paint((40, 40), value)
+
+
+def test_opening_and_painting_add_no_layer(make_napari_viewer, qtbot, cells, sparse):
     viewer = make_napari_viewer()
-    viewer.add_image(np.zeros(sparse.shape, np.float32), name="img")
+    viewer.add_image(cells[0], name="img")
     lab = viewer.add_labels(sparse, name="lab")
     widget = WeightMapWidget(viewer)
     assert widget._labels_combo.value is lab
-    # the first map comes by itself, after the debounce
-    qtbot.waitUntil(lambda: "lab weights" in viewer.layers, timeout=3000)
+    assert widget._colorbar.native.isHidden()  # no map, no scale
+    _paint(lab)
+    qtbot.wait(400)
+    assert [layer.name for layer in viewer.layers] == ["img", "lab"]
+    assert widget.n_updates == 0
+
+
+def test_button_shows_translucent_map_below_labels(make_napari_viewer, qtbot, cells, sparse):
+    viewer = make_napari_viewer()
+    img = viewer.add_image(cells[0], name="img")
+    lab = viewer.add_labels(sparse, name="lab")
+    widget = WeightMapWidget(viewer)
+    widget._button.native.click()  # a real click on the button
     layer = viewer.layers["lab weights"]
     np.testing.assert_allclose(layer.data, _expected(sparse, 10.0, 5.0, False))
     assert layer.colormap.name == "magma"
-    # weights sit just below the labels and the labels stay selected for painting
+    # it adds light to the image, it never covers it
+    assert layer.blending == "additive" and layer.opacity < 1
+    assert img.visible and img.opacity == 1  # the image itself is left as it was
+    assert viewer.layers.index(img) < viewer.layers.index(layer)
+    # just below the labels, and the labels stay selected for painting
     assert viewer.layers.index(layer) == viewer.layers.index(lab) - 1
     assert viewer.layers.selection.active is lab
     assert np.all(layer.data[sparse == 0] == 0)  # unlabeled pixels do not count
-
-    widget._w0.value = 20.0
-    widget._sigma.value = 3.0
-    qtbot.waitUntil(lambda: np.allclose(layer.data, _expected(sparse, 20.0, 3.0, False)),
-                    timeout=3000)
-    widget._dense.value = True
-    qtbot.waitUntil(lambda: np.allclose(layer.data, _expected(sparse, 20.0, 3.0, True)),
-                    timeout=3000)
-    assert np.all(layer.data > 0)  # dense: every pixel counts
-    assert viewer.layers["lab weights"] is layer and len(viewer.layers) == 3
+    assert layer.contrast_limits == [0.0, pytest.approx(float(layer.data.max()))]
+    assert layer.colorbar.visible
+    # the widget says in words what the colours mean, and shows the scale
+    assert widget._legend.value == LEGEND and "touching cells" in LEGEND
+    assert "max" not in widget._status.value and "cells ×" in widget._status.value
+    assert not widget._colorbar.native.isHidden()  # shown once there is a map
+    assert widget._bar_high.value == f"{float(layer.data.max()):.1f}"
+    assert not widget._bar.native.pixmap().isNull()
 
 
-def test_label_edits_are_debounced(make_napari_viewer, qtbot, sparse):
+def test_edits_mark_the_map_stale_until_the_button(make_napari_viewer, qtbot, sparse):
     viewer = make_napari_viewer()
     lab = viewer.add_labels(sparse, name="lab")
     widget = WeightMapWidget(viewer)
     layer = widget.refresh()
-    n = widget.n_updates
-    # a burst of edits (as during a paint stroke) gives one recomputation
-    for x in range(10):
-        lab.data_setitem((np.array([1]), np.array([x])), 1)
-    lab.paint((40, 40), 2 + int(sparse.max()))
-    assert widget.n_updates == n  # nothing yet: still waiting for quiet
-    qtbot.waitUntil(lambda: widget.n_updates == n + 1, timeout=3000)
-    qtbot.wait(300)
-    assert widget.n_updates == n + 1
-    np.testing.assert_allclose(layer.data, _expected(lab.data, 10.0, 5.0, False))
+    before = layer.data.copy()
+    _paint(lab, 2 + int(sparse.max()))
+    widget._w0.value = 20.0
+    qtbot.wait(400)
+    assert widget.n_updates == 1 and widget.stale
+    np.testing.assert_array_equal(layer.data, before)  # nothing recomputed by itself
+    assert "Update" in widget._status.value and widget._button.text == "Update weight map"
+
+    widget._sigma.value = 3.0
+    widget._dense.value = True
+    assert widget.refresh() is layer and not widget.stale
+    np.testing.assert_allclose(layer.data, _expected(lab.data, 20.0, 3.0, True))
+    assert np.all(layer.data > 0)  # dense: every pixel counts
+    assert len(viewer.layers) == 2
 
 
-def test_switching_layers_and_bad_labels(make_napari_viewer, qtbot, monkeypatch, sparse):
+def test_switching_layers_and_bad_labels(make_napari_viewer, monkeypatch, sparse):
     messages = []
     monkeypatch.setattr(_notify, "notify_error", messages.append)
     viewer = make_napari_viewer()
-    first = viewer.add_labels(sparse, name="a")
+    viewer.add_labels(sparse, name="a")
     widget = WeightMapWidget(viewer)
     widget.refresh()
     second = viewer.add_labels(sparse.copy(), name="b")
     widget._labels_combo.value = second
-    qtbot.waitUntil(lambda: "b weights" in viewer.layers, timeout=3000)
-    n = widget.n_updates
-    first.data_setitem((np.array([0]), np.array([0])), 1)  # no longer watched
-    qtbot.wait(350)
-    assert widget.n_updates == n
+    assert "b weights" not in viewer.layers  # a new choice alone computes nothing
+    widget.refresh()
+    assert "b weights" in viewer.layers and "a weights" in viewer.layers
 
     bad = viewer.add_labels(np.full((8, 8), -1, dtype=np.int32), name="c")
     widget._labels_combo.value = bad
@@ -96,13 +126,24 @@ def test_closed_widget_stops_following(make_napari_viewer, qtbot, sparse):
     lab = viewer.add_labels(sparse, name="lab")
     widget = WeightMapWidget(viewer)
     widget.refresh()
-    n = widget.n_updates
     widget.native.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
-    lab.data_setitem((np.array([0]), np.array([0])), 1)  # no error, no recomputation
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    lab.data_setitem((np.array([0]), np.array([0])), 1)  # no error
     viewer.add_labels(sparse, name="other")
-    qtbot.wait(350)
-    assert widget.n_updates == n
+    qtbot.wait(100)
+    assert widget.n_updates == 1
+
+
+def test_describe_weights_in_words(qtbot, cells, sparse):
+    dense = cells[1]
+    text = describe_weights(compute_weights(dense, 10.0, 5.0, True), dense, True)
+    assert "gaps between touching cells up to" in text and "unlabeled" not in text
+    one_cell = np.where(sparse == sparse.max(), sparse, np.where(sparse == 1, 1, 0))
+    text = describe_weights(compute_weights(one_cell, 10.0, 5.0, False), one_cell, False)
+    assert "no two labeled cells" in text and "unlabeled ×0" in text
+    empty = np.zeros((8, 8), np.int32)
+    assert "Nothing painted" in describe_weights(np.zeros((8, 8)), empty, False)
+    assert colorbar_pixmap().width() > colorbar_pixmap().height() > 0
 
 
 def test_compute_weights_stack_is_per_slice(sparse):

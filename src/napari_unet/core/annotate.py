@@ -14,16 +14,33 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+from skimage.morphology import local_maxima, reconstruction
+from skimage.segmentation import watershed
 
+from .instances import DEFAULT_THRESHOLD
 from .labels import BACKGROUND_LABEL, UNLABELED
 
-__all__ = ["BACKGROUND_RING_PX", "accept_object", "add_cell", "background_ring", "grow_cell",
-           "remove_object"]
+__all__ = ["BACKGROUND_RING_PX", "DEFAULT_DIAMETER", "accept_object", "add_cell",
+           "background_ring", "expected_diameter", "grow_cell", "remove_object"]
 
 Indices = tuple[np.ndarray, ...]
 
 #: width of the background painted around a cell added in the sparse convention
 BACKGROUND_RING_PX = 3
+#: expected cell diameter (px) when there are neither predicted nor labeled cells to measure
+DEFAULT_DIAMETER = 20.0
+#: a grown cell stays within this many expected diameters of the click (0.75 cut off-centre
+#: clicks on DSB2018 nuclei: mean IoU 0.733 against 0.762)
+DISC_DIAMETERS = 1.0
+#: a click where the probability exceeds this is on a cell the network found
+CLICK_PROBABILITY = 0.5
+#: the confident cores (the instances' threshold) seed the split of touching cells
+CORE_PROBABILITY = DEFAULT_THRESHOLD
+#: probability at which the boundary of an added cell is drawn
+EDGE_PROBABILITY = 0.65
+#: a grown piece larger than this many expected cells is taken for merged cells
+MERGED_AREA = 1.2
 
 
 def _point(point: Sequence[float], shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -63,31 +80,94 @@ def _window(shape: tuple[int, ...], point: tuple[int, ...], radius: int) -> tupl
     )
 
 
+def expected_diameter(
+    predicted: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    *,
+    dense: bool = False,
+    default: float = DEFAULT_DIAMETER,
+) -> float:
+    """Median equivalent diameter (px) of the predicted cells, else the labeled ones, else default.
+
+    It sets the scale of a click: the disc a grown cell stays in, the window its intensity
+    threshold is taken from, and the size above which a grown piece is taken for merged cells.
+    """
+    if predicted is not None:
+        found = _median_diameter(np.asarray(predicted))
+        if found is not None:
+            return found
+    if labels is not None:
+        lab = np.asarray(labels)
+        found = _median_diameter(np.where(lab >= _first_cell(dense), lab, 0))
+        if found is not None:
+            return found
+    return float(default)
+
+
+def _median_diameter(objects: np.ndarray) -> float | None:
+    """Median of ``sqrt(4 area / pi)`` over the objects (ids > 0); None when there are none."""
+    ids = objects[objects > 0]
+    if ids.size == 0:
+        return None
+    _, areas = np.unique(ids, return_counts=True)
+    return float(np.median(np.sqrt(4.0 * areas / np.pi)))
+
+
 def grow_cell(
     source: np.ndarray,
     point: Sequence[float],
     *,
-    max_radius: int = 40,
+    diameter: float | None = None,
+    max_radius: int | None = None,
     threshold: float | None = None,
     labels: np.ndarray | None = None,
     image: np.ndarray | None = None,
     dense: bool = False,
 ) -> np.ndarray:
-    """Grow a cell mask from a clicked ``point``; returns a bool mask of ``source``'s 2D shape.
+    """Grow the cell under a clicked ``point``; returns a bool mask of ``source``'s 2D shape.
 
-    Two ways, both bounded by a disc of ``max_radius`` around the point and never covering
-    another cell of ``labels``:
-
-    - With a prediction: ``source`` is the foreground probability (2D, or ``(n_classes, Y, X)``
-      from ``predict_tiled``, class 1 is used) and ``image`` the raw 2D image.  When the clicked
-      pixel's probability exceeds ``threshold`` (default 0.5) the mask is the connected region
-      above it.  A click on a low-probability pixel (a cell the network missed) falls back to
-      growing over ``image``'s intensity.
-    - Without a prediction (``image`` is None): ``source`` is the 2D image and the region is
-      grown over its intensity: a pixel joins when it lies between the clicked pixel's value
-      and the local background's, past ``threshold`` (default: halfway between them).
-    Holes are filled.  The mask is empty when the point is on an existing cell.
+    ``source`` is the foreground probability (2D, or ``(n_classes, Y, X)`` from
+    ``predict_tiled``: class 1) when ``image`` (the raw 2D image) is given, else the image.
+    A click where the probability exceeds ``threshold`` (default 0.5) takes the connected
+    region above it; a click where it is low (a dim cell the network missed), or no
+    probability at all, thresholds the intensity instead (Otsu in a window of about three
+    diameters, the side the click is on; ``threshold`` fixes the intensity threshold when there
+    is no probability).  Either region is cut from touching neighbours by a seeded watershed
+    (:func:`_basin_at`, :func:`_split_merged`) and limited to a disc of ``max_radius`` (default
+    ``DISC_DIAMETERS`` x ``diameter``) around the click.  ``diameter`` is the expected cell
+    diameter (default: :func:`expected_diameter` of the labeled cells, else 20 px).  The mask
+    never covers another cell of ``labels`` and is empty when the point is on one.
     """
+    prob, values = _grow_inputs(source, image)
+    shape = values.shape
+    if max_radius is not None and max_radius < 1:
+        raise ValueError(f"max_radius must be >= 1, got {max_radius}")
+    pt = _point(point, shape)
+    free = _free_mask(labels, shape, dense)
+    if not free[pt]:
+        return np.zeros(shape, dtype=bool)
+    d = float(diameter) if diameter else expected_diameter(labels=labels, dense=dense)
+    radius = int(max_radius) if max_radius is not None else max(3, round(DISC_DIAMETERS * d))
+    win = _window(shape, pt, int(np.ceil(max(radius, d) + d / 2)))
+    local = tuple(p - s.start for p, s in zip(pt, win, strict=True))
+    yy, xx = np.ogrid[win[0], win[1]]
+    disc = (yy - pt[0]) ** 2 + (xx - pt[1]) ** 2 <= radius**2
+    allowed = free[win]
+    click_t = CLICK_PROBABILITY if threshold is None else float(threshold)
+    if prob is not None and prob[pt] > click_t:
+        region = _probability_cell(prob[win].astype(np.float32), local, d, allowed, click_t)
+    else:
+        fixed = threshold if prob is None else None
+        region = _intensity_cell(values[win], local, d, allowed, fixed)
+    region = _component(ndi.binary_fill_holes(region & disc) & disc & allowed, local)
+    out = np.zeros(shape, dtype=bool)
+    out[win] = region
+    return out
+
+
+def _grow_inputs(source: np.ndarray, image: np.ndarray | None) -> tuple[np.ndarray | None,
+                                                                        np.ndarray]:
+    """``(probability or None, intensity)`` 2D maps from :func:`grow_cell`'s arguments."""
     src = np.asarray(source)
     if image is not None and src.ndim == 3:
         if src.shape[0] < 2:
@@ -95,89 +175,152 @@ def grow_cell(
         src = src[1]
     if src.ndim != 2:
         raise ValueError(f"grow_cell needs a 2D map, got shape {src.shape}")
-    if max_radius < 1:
-        raise ValueError(f"max_radius must be >= 1, got {max_radius}")
-    shape = src.shape
-    pt = _point(point, shape)
-    free = np.ones(shape, dtype=bool)
-    if labels is not None:
-        lab = np.asarray(labels)
-        if lab.shape != shape:
-            raise ValueError(f"labels shape {lab.shape} does not match source shape {shape}")
-        free = _free(lab, dense)
-        if not free[pt]:
-            return np.zeros(shape, dtype=bool)
-
-    win = _window(shape, pt, max_radius)
-    local_pt = tuple(p - s.start for p, s in zip(pt, win, strict=True))
-    yy, xx = np.ogrid[win[0], win[1]]
-    disc = (yy - pt[0]) ** 2 + (xx - pt[1]) ** 2 <= max_radius**2
-    allowed = disc & free[win]
-
-    if image is not None:
-        img = np.asarray(image)
-        if img.shape != shape:
-            raise ValueError(f"image shape {img.shape} does not match probability shape {shape}")
-        prob_threshold = 0.5 if threshold is None else float(threshold)
-        prob = src[win].astype(np.float32)
-        if prob[local_pt] > prob_threshold:
-            region = _split_component(prob, prob_threshold, allowed, local_pt)
-        else:
-            region = _grow_intensity(img[win], local_pt, allowed, None)
-    else:
-        region = _grow_intensity(src[win], local_pt, allowed, threshold)
-
-    region = ndi.binary_fill_holes(region) & allowed
-    out = np.zeros(shape, dtype=bool)
-    out[win] = region
-    return out
+    if image is None:
+        return None, src
+    img = np.asarray(image)
+    if img.shape != src.shape:
+        raise ValueError(f"image shape {img.shape} does not match probability shape {src.shape}")
+    return src, img
 
 
-def _split_component(
-    prob: np.ndarray, threshold: float, allowed: np.ndarray, point: tuple[int, ...]
+def _free_mask(labels: np.ndarray | None, shape: tuple[int, ...], dense: bool) -> np.ndarray:
+    """Where a grown cell may go: everywhere, or off the cells of ``labels``."""
+    if labels is None:
+        return np.ones(shape, dtype=bool)
+    lab = np.asarray(labels)
+    if lab.shape != shape:
+        raise ValueError(f"labels shape {lab.shape} does not match source shape {shape}")
+    return _free(lab, dense)
+
+
+def _probability_cell(
+    prob: np.ndarray, point: tuple[int, ...], diameter: float, allowed: np.ndarray,
+    threshold: float,
 ) -> np.ndarray:
-    """The above-threshold region at ``point``, cut from touching neighbours.
+    """The cell at ``point`` in a probability window: its region above ``threshold``, split.
 
-    A click on one of several touching cells must add that cell only, so the region is split
-    with the same watershed as the predicted instances and the piece under the click is kept.
+    Seeds are the maxima of the distance transform of the confident cores (above the
+    instances' threshold 0.8), where touching cells are apart although the region above 0.5
+    joins them; the flooding follows distance x probability, so the cut runs along the
+    probability's dip.  The boundary is then taken at ``EDGE_PROBABILITY`` (0.65): at 0.5 the
+    grown nuclei of DSB2018 were a rim too large, at 0.8 too small.
     """
-    from .instances import label_instances
+    fg = (prob > threshold) & allowed
+    fg[point] = True
+    comp = _component(fg, point)
+    cores = _remove_small(comp & (prob > max(CORE_PROBABILITY, threshold)),
+                          0.05 * np.pi * diameter**2 / 4)
+    markers = _maxima(cores if cores.any() else comp, diameter)
+    dist = ndi.gaussian_filter(ndi.distance_transform_edt(comp), 1.0)
+    landscape = -(dist * ndi.gaussian_filter(prob, 1.0))
+    piece = _split_merged(_basin_at(comp, point, markers, landscape), point, diameter)
+    edge = _component(piece & (prob > max(EDGE_PROBABILITY, threshold)), point)
+    return edge if edge.sum() * 2 > piece.sum() else piece
 
-    component = _component((prob > threshold) & allowed, point)
-    pieces = label_instances(np.where(component, prob, 0.0), threshold, min_size=1)
-    piece = pieces[point]
-    return pieces == piece if piece else component
 
-
-def _grow_intensity(
-    values: np.ndarray, point: tuple[int, ...], allowed: np.ndarray, threshold: float | None
+def _intensity_cell(
+    values: np.ndarray, point: tuple[int, ...], diameter: float, allowed: np.ndarray,
+    threshold: float | None,
 ) -> np.ndarray:
-    """Region grown from ``point`` over intensity, with a threshold relative to the seed.
-
-    The seed value (median of the 3x3 neighbourhood after a light blur) is compared with the
-    disc around it: a seed above the disc's median or nearer its bright end (95th percentile)
-    than its dark end (5th) is a bright cell, and pixels join above the midpoint between seed
-    and dark end ("half maximum"); otherwise it is a dark object and pixels join below the
-    midpoint between seed and bright end.  Pixels far brighter than the seed (another,
-    brighter cell touching it) are left out, and a one-pixel opening cuts thin bridges.
-    """
+    """The cell at ``point`` in an intensity window: thresholded (:func:`_intensity_side`), split
+    from touching neighbours by a watershed on the distance transform."""
     smooth = ndi.gaussian_filter(values.astype(np.float32), 1.0)
-    seed_box = tuple(slice(max(p - 1, 0), p + 2) for p in point)
-    seed = float(np.median(smooth[seed_box]))
-    low, median, high = np.percentile(smooth[allowed], [5, 50, 95])
-    bright = seed > median or seed - low >= high - seed
-    if bright:
-        t = (seed + low) / 2 if threshold is None else float(threshold)
-        inside = (smooth >= t) & (smooth <= seed + 2 * max(seed - t, 0.0))
-    else:
-        t = (seed + high) / 2 if threshold is None else float(threshold)
-        inside = (smooth <= t) & (smooth >= seed - 2 * max(t - seed, 0.0))
-    inside[point] = True
-    region = _component(inside & allowed, point)
-    opened = ndi.binary_opening(region, iterations=1)
-    if opened[point]:
-        region = _component(opened, point)
-    return region
+    fg = _intensity_side(smooth, point, diameter, threshold) & allowed
+    fg[point] = True
+    comp = ndi.binary_fill_holes(_component(fg, point)) & allowed
+    dist = ndi.gaussian_filter(ndi.distance_transform_edt(comp), 1.0)
+    piece = _basin_at(comp, point, _maxima(comp, diameter), -dist)
+    return _split_merged(piece, point, diameter)
+
+
+def _intensity_side(
+    smooth: np.ndarray, point: tuple[int, ...], diameter: float, threshold: float | None
+) -> np.ndarray:
+    """Pixels on the click's side of an intensity threshold (given, or Otsu's of the window).
+
+    A click on the dark side whose dark region is far larger than a cell is on a dim cell
+    inside the background (a bright neighbour set the threshold): the dark side is then split
+    again by its own Otsu threshold, up to three times.  A dark region of cell size is a dark
+    object (e.g. bright-field) and is kept.
+    """
+    seed = float(smooth[point])
+    if threshold is not None:
+        t = float(threshold)
+        return smooth >= t if seed >= t else smooth < t
+    area = np.pi * diameter**2 / 4
+    side = np.ones(smooth.shape, dtype=bool)
+    for _ in range(3):
+        values = smooth[side]
+        if values.size < 4 or values.min() == values.max():
+            break
+        t = float(threshold_otsu(values))
+        bright = seed > t
+        side = (smooth > t if bright else smooth <= t) & side
+        if bright or _component(side, point).sum() <= 2 * area:
+            break
+    return side
+
+
+def _maxima(mask: np.ndarray, diameter: float, h_rel: float = 0.2,
+            h_min: float = 1.0) -> np.ndarray:
+    """Labeled seeds: the h-maxima of ``mask``'s smoothed distance transform (one per cell).
+
+    A peak is a seed when the saddle towards a higher one is lower than it by
+    ``max(h_min, h_rel x its height)`` px (as in :mod:`.instances`); seeds closer than a
+    quarter diameter are merged.
+    """
+    dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0) * mask
+    seed = np.clip(dist - np.maximum(h_min, h_rel * dist), 0, None)
+    tops = mask & local_maxima(reconstruction(seed, dist, method="dilation"), connectivity=2,
+                               allow_borders=True)
+    if not tops.any():
+        return np.zeros(mask.shape, dtype=np.int32)
+    tops = mask & (ndi.distance_transform_edt(~tops) <= max(1.0, diameter / 8))
+    return ndi.label(tops)[0]
+
+
+def _basin_at(comp: np.ndarray, point: tuple[int, ...], markers: np.ndarray,
+              landscape: np.ndarray) -> np.ndarray:
+    """The part of ``comp`` that a seeded watershed gives to the click.
+
+    The click's seed is the maximum whose basin holds it; the other seeds (the neighbouring
+    cells' maxima) take the rest.  One seed or none: ``comp`` itself.
+    """
+    if markers.max() <= 1:
+        return comp
+    basins = watershed(landscape, markers, mask=comp)
+    own = basins[point]
+    return basins == own if own else comp
+
+
+def _split_merged(piece: np.ndarray, point: tuple[int, ...], diameter: float) -> np.ndarray:
+    """Split a piece larger than ``MERGED_AREA`` expected cells with ever lower peaks.
+
+    Two touching nuclei whose union is nearly convex have one clear distance maximum each only
+    a fraction of a pixel above their neck; the expected size says when to look for them.  A
+    split is kept when the click's part is at least 0.15 of an expected cell.
+    """
+    area = np.pi * diameter**2 / 4
+    for h_rel in (0.1, 0.05, 0.02):
+        if piece.sum() <= MERGED_AREA * area:
+            break
+        markers = _maxima(piece, diameter, h_rel=h_rel, h_min=0.25)
+        dist = ndi.gaussian_filter(ndi.distance_transform_edt(piece), 1.0)
+        part = _basin_at(piece, point, markers, -dist)
+        if part.sum() >= 0.15 * area:
+            piece = part
+    return piece
+
+
+def _remove_small(mask: np.ndarray, min_area: float) -> np.ndarray:
+    """``mask`` without its connected pieces smaller than ``min_area`` px."""
+    comp, n = ndi.label(mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(comp.ravel())
+    keep = sizes >= min_area
+    keep[0] = False
+    return keep[comp]
 
 
 def add_cell(
@@ -246,33 +389,30 @@ def remove_object(
 ) -> np.ndarray | tuple[np.ndarray, Indices]:
     """Turn the object under ``point`` into background; returns ``new_labels[, indices]``.
 
-    If a cell of ``labels`` is under the point, all its pixels become background
-    (``BACKGROUND_LABEL``, or 0 in dense mode).  Otherwise, if ``predicted`` (an instance
-    image) has an object there, its pixels that are not another labeled cell are painted as
-    background: the way to tell the network "this is not a cell".  Nothing changes otherwise.
+    The object is the whole of what is under the point: the cell of ``labels`` there, and
+    the predicted instance there (``predicted``, an instance image), so that "this is not a
+    cell" also covers the predicted rim a labeled cell may leave out.  Its pixels become
+    background (``BACKGROUND_LABEL``, or 0 in dense mode), except other labeled cells.
+    Nothing changes when neither has an object there.
     """
     lab = np.asarray(labels)
     pt = _point(point, lab.shape)
     background = _background(dense)
-    value = lab[pt]
-    if value >= _first_cell(dense):
-        target = lab == value
-    elif predicted is not None:
+    target = np.zeros(lab.shape, dtype=bool)
+    if lab[pt] >= _first_cell(dense):
+        target |= lab == lab[pt]
+    if predicted is not None:
         pred = np.asarray(predicted)
         if pred.shape != lab.shape:
             raise ValueError(
                 f"predicted shape {pred.shape} does not match labels shape {lab.shape}"
             )
-        target = (pred == pred[pt]) & _free(lab, dense) if pred[pt] > 0 else None
-    else:
-        target = None
+        if pred[pt] > 0:
+            target |= (pred == pred[pt]) & (_free(lab, dense) | target)
+    target &= lab != background
+    indices = np.nonzero(target)
     new = lab.copy()
-    if target is None:
-        indices: Indices = tuple(np.empty(0, dtype=np.intp) for _ in lab.shape)
-    else:
-        target &= lab != background
-        indices = np.nonzero(target)
-        new[indices] = background
+    new[indices] = background
     return (new, indices) if return_indices else new
 
 

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from .io import publish
 from .model import UNet
 
 FORMAT = "napari-unet"
@@ -86,8 +87,9 @@ def checkpoint_dict(model: UNet) -> dict[str, Any]:
 def save_model(model: UNet, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model`` to ``path`` atomically; FileExistsError if it exists and not ``overwrite``.
 
-    The data goes to a temporary file in the same folder that then replaces ``path`` in one step,
-    so an interrupted save never leaves a truncated checkpoint behind.
+    The data goes to a temporary file in the same folder that then replaces ``path`` in one step
+    (:func:`~napari_unet.core.io.publish`), so an interrupted save never leaves a truncated
+    checkpoint behind, and the file gets the umask's permissions like any other new file.
     """
     path = Path(path)
     if path.is_dir():
@@ -103,17 +105,10 @@ def save_model(model: UNet, path: str | os.PathLike, overwrite: bool = False) ->
             torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails atomically if path appeared meanwhile
-            except FileExistsError:
-                raise FileExistsError(exists) from None
-            except OSError:  # file system without hard links
-                if path.exists():
-                    raise FileExistsError(exists) from None
-                os.replace(tmp, path)
+        try:  # no-clobber even if path appeared meanwhile; umask permissions, not 0600
+            publish(tmp, path, overwrite)
+        except FileExistsError:
+            raise FileExistsError(exists) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -187,8 +187,9 @@ def label_instances(
         raise ValueError(f"foreground must be a real numeric array, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise ValueError("foreground contains NaN or infinite values")
-    if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    if not (np.isfinite(threshold) and 0.0 <= threshold < 1.0):
+        # probabilities lie in [0, 1]: any other threshold gives all or nothing, silently
+        raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
     if int(min_size) != min_size or min_size < 0:
         raise ValueError(f"min_size must be an integer >= 0, got {min_size!r}")
     if min_distance is not None and not (np.isfinite(min_distance) and min_distance >= 0):

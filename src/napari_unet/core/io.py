@@ -1,8 +1,10 @@
 """Reading images and writing arrays safely.
 
-Writes are atomic (a temporary file in the target folder, then ``os.replace``) so a crash or a
-cancelled run never leaves a half-written file, and an existing file is never overwritten
-unless the caller says so.
+Writes are atomic (a temporary file in the target folder, then a hard link or ``os.replace``) so
+a crash or a cancelled run never leaves a half-written file, and an existing file is never
+overwritten unless the caller says so, not even one that another process wrote a moment ago.
+Written files get the permissions of the umask, like any other new file. Images whose header
+promises more pixels than the memory can hold are refused before their data is read.
 """
 
 from __future__ import annotations
@@ -33,26 +35,31 @@ def read_image(path: str | os.PathLike) -> Any:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            return tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                _check_tiff(path, tif)
+                return tif.asarray()
         if suffix in (".png", ".jpg", ".jpeg"):
             import imageio.v3 as iio
 
+            check_fits_memory(path, *_pixel_header(path))
             return np.asarray(iio.imread(path))
         if suffix == ".npy":
+            with open(path, "rb") as stream:
+                check_fits_memory(path, *_npy_header(stream))
             return np.load(path, allow_pickle=False)
         if suffix == ".npz":
+            check_fits_memory(path, *_npz_header(path))
             with np.load(path, allow_pickle=False) as archive:
                 if not archive.files:
                     raise ValueError("empty .npz archive")
                 return archive[archive.files[0]]
         if suffix == ".zarr" or (path.is_dir() and _looks_like_zarr(path)):
             return _open_zarr_array(path)
-    except (OSError, ValueError, KeyError, EOFError) as error:
+    except ImageTooLarge:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, IndexError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
-    raise ValueError(
-        f"cannot read {path}: unsupported file type {suffix!r} "
-        f"(supported: {', '.join(IMAGE_SUFFIXES)})"
-    )
+    raise _unsupported(path)
 
 
 def _looks_like_zarr(path: Path) -> bool:
@@ -72,12 +79,190 @@ def _open_zarr_array(path: Path) -> Any:
     return node[arrays[0]]
 
 
+def _unsupported(path: Path) -> ValueError:
+    return ValueError(
+        f"cannot read {path}: unsupported file type {path.suffix.lower()!r} "
+        f"(supported: {', '.join(IMAGE_SUFFIXES)})"
+    )
+
+
+class ImageTooLarge(ValueError):
+    """An image file whose header promises more pixel data than the memory can hold."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), None if unknown."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_fits_memory(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> None:
+    """Raise :class:`ImageTooLarge` when an image of this shape cannot be held in memory."""
+    need = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    have = available_memory()
+    if have is not None and need > have:
+        raise ImageTooLarge(
+            f"cannot read image {path}: its header says shape {tuple(int(s) for s in shape)} "
+            f"{np.dtype(dtype)} ({need / 2**30:.1f} GiB), more than the "
+            f"{have / 2**30:.1f} GiB of memory available"
+        )
+
+
+def _check_tiff(path: Path, tif: Any) -> None:
+    """Refuse a TIFF whose header asks for more memory, or more data than the file holds."""
+    series = tif.series[0]
+    check_fits_memory(path, series.shape, series.dtype)
+    need = int(np.prod(series.shape, dtype=object)) * np.dtype(series.dtype).itemsize
+    have = path.stat().st_size
+    if int(tif.pages[0].compression) == 1 and need > have:  # uncompressed: all bytes are there
+        raise ValueError(
+            f"its header says shape {tuple(series.shape)} {np.dtype(series.dtype)} "
+            f"({need} bytes of pixels) but the file holds {have} bytes: truncated or corrupt"
+        )
+
+
+def _npy_header(stream: Any) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    return tuple(shape), np.dtype(dtype)
+
+
+def _npz_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Header of the first array of an .npz archive (the one :func:`read_image` returns)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if not names:
+            raise ValueError("empty .npz archive")
+        with archive.open(names[0]) as stream:
+            return _npy_header(stream)
+
+
+def _pixel_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    import imageio.v3 as iio
+    from PIL import Image
+
+    try:
+        props = iio.improps(path)
+    except Image.DecompressionBombError as error:
+        raise ValueError(str(error)) from error
+    return tuple(props.shape), np.dtype(props.dtype)
+
+
+def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` of an image file from its header alone, to check files before work.
+
+    Raises FileNotFoundError for a missing path and ValueError for an unreadable header.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(tif.series[0].shape), np.dtype(tif.series[0].dtype)
+        if suffix in (".png", ".jpg", ".jpeg"):
+            return _pixel_header(path)
+        if suffix == ".npy":
+            with open(path, "rb") as stream:
+                return _npy_header(stream)
+        if suffix == ".npz":
+            return _npz_header(path)
+        if suffix == ".zarr" or (path.is_dir() and _looks_like_zarr(path)):
+            array = _open_zarr_array(path)
+            return tuple(int(s) for s in array.shape), np.dtype(array.dtype)
+    except (OSError, ValueError, KeyError, EOFError, IndexError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+    raise _unsupported(path)
+
+
+# Files up to this size are read whole by check_readable (their header alone proves little).
+FULL_CHECK_BYTES = 64 * 2**20
+
+
+def check_readable(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """Check that an image can be read, before any output is written: ``(shape, dtype)``.
+
+    Reads the header, refuses images larger than the memory (:class:`ImageTooLarge`), and reads
+    files up to ``FULL_CHECK_BYTES`` whole. ValueError (or FileNotFoundError) otherwise.
+    """
+    path = Path(path)
+    shape, dtype = image_header(path)
+    if path.is_dir():  # zarr: streamed, never read whole
+        return shape, dtype
+    check_fits_memory(path, shape, dtype)
+    if path.stat().st_size <= FULL_CHECK_BYTES:
+        data = read_image(path)
+        return tuple(data.shape), data.dtype
+    return shape, dtype
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Move the finished file ``tmp`` to ``path`` in one step, with the umask's permissions.
+
+    Without ``overwrite`` it never replaces a file, not even one created a moment ago by another
+    process: the file is hard-linked to ``path`` (which fails if ``path`` exists), or, where the
+    file system has no hard links, ``path`` is first claimed with ``O_EXCL``. FileExistsError
+    then, and ``tmp`` is left for the caller to remove.
+    """
+    tmp, path = Path(tmp), Path(path)
+    os.chmod(tmp, 0o666 & ~current_umask())
+    if overwrite:
+        os.replace(tmp, path)
+        return path
+    exists = f"{path} already exists; not overwriting it"
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(exists) from None
+    except OSError:  # no hard links on this file system: claim the name, then replace it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise FileExistsError(exists) from None
+        os.replace(tmp, path)
+        return path
+    tmp.unlink()
+    return path
+
+
 def atomic_write(
     path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False
 ) -> Path:
-    """Call ``write(tmp_path)`` then move the result to ``path`` in one step.
+    """Call ``write(tmp_path)`` then move the result to ``path`` in one step (:func:`publish`).
 
-    Raises FileExistsError if ``path`` exists and ``overwrite`` is False.
+    Raises FileExistsError if ``path`` exists and ``overwrite`` is False, checked before
+    ``write`` and again, atomically, when the result is moved in place.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -90,7 +275,7 @@ def atomic_write(
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path, overwrite)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -17,6 +17,7 @@ __all__ = [
     "NO_LABELS_MESSAGE",
     "UNLABELED",
     "as_label_array",
+    "looks_dense",
     "split_labels",
     "summarize",
     "validate_pair",
@@ -174,3 +175,30 @@ def validate_pair(
     if img.size and float(img.min()) == float(img.max()):
         warnings.append("the image is constant")
     return warnings
+
+
+def looks_dense(labels: np.ndarray) -> bool:
+    """True when labels read as sparse (1 = painted background) look like complete labels.
+
+    In complete labels (0 = background) label 1 is one cell like the others, while painted
+    background is rarely a single compact blob of a cell's size. So: 0 covers most of the image,
+    there are at least two ids >= 2, and label 1 is one connected, compact object (bounding box
+    at most 3:1, at least 40 % filled) whose size is within a factor 3 of the median size of
+    the other ids. A CLI or widget can then suggest dense mode.
+    """
+    from scipy import ndimage as ndi
+
+    arr = as_label_array(labels)
+    ids, counts = np.unique(arr, return_counts=True)
+    if len(ids) < 4 or ids[0] != UNLABELED or ids[1] != BACKGROUND_LABEL:
+        return False
+    median = float(np.median(counts[2:]))
+    if counts[0] < 0.5 * arr.size or not median / 3 <= counts[1] <= median * 3:
+        return False
+    blob = arr == BACKGROUND_LABEL
+    structure = ndi.generate_binary_structure(arr.ndim, arr.ndim)
+    if ndi.label(blob, structure=structure)[1] != 1:
+        return False
+    sides = [s.stop - s.start for s in ndi.find_objects(blob.astype(np.int8))[0]]
+    filled = counts[1] / float(np.prod(sides))
+    return max(sides[-2:]) <= 3 * min(sides[-2:]) and filled >= 0.4

@@ -50,9 +50,20 @@ import torch
 import torch.nn.functional as F
 
 from .augment import random_augment
+from .calibration import ClassMass, calibrated_threshold
 from .device import free_device_memory, resolve_device
 from .labels import NO_LABELS_MESSAGE, split_labels, validate_pair
 from .normalize import percentile_normalize, to_channels_first
+from .scale import (
+    data_diameter,
+    model_diameter,
+    object_diameters,
+    resample,
+    scale_factor,
+    scaled_shape,
+    training_factor,
+)
+from .segment import to_single_channel
 from .weights import weight_map
 
 __all__ = [
@@ -140,6 +151,8 @@ class TrainConfig:
     freeze_norm_stats: bool | None = None
     distill_weight: float | None = None
     anchor: float | None = None
+    diameter: float | None = None
+    channel_conversion: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings that cannot work."""
@@ -160,6 +173,7 @@ class TrainConfig:
         positive("elastic_grid", self.elastic_grid, integer=True)
         positive("sigma", self.sigma)
         positive("num_threads", self.num_threads, integer=True)
+        positive("diameter", self.diameter)
         if not np.isfinite(self.elastic_sigma) or self.elastic_sigma < 0:
             raise ValueError(f"elastic_sigma must be >= 0, got {self.elastic_sigma!r}")
         if self.distill_weight is not None and not (
@@ -244,6 +258,104 @@ def _normalize(image: np.ndarray) -> np.ndarray:
     )
 
 
+@dataclass
+class _Plane:
+    """One 2D training plane before resampling: ``(C, Y, X)`` image, instances, mask."""
+
+    image: np.ndarray
+    instances: np.ndarray
+    mask: np.ndarray
+
+
+def _colour_to_model(
+    model: torch.nn.Module, img: np.ndarray, lab: np.ndarray, channel_axis: int | None,
+    cfg: TrainConfig,
+) -> np.ndarray:
+    """The image with channels on axis -3 as the model reads them (colour -> 1 channel)."""
+    in_channels = int(model.in_channels)
+    img = to_channels_first(img, channel_axis)
+    if img.ndim == lab.ndim:
+        if in_channels != 1:
+            raise ValueError(
+                f"the model expects {in_channels} channels (axis -3) but image shape "
+                f"{img.shape} matches labels shape {lab.shape}; give the channel axis "
+                "(--channel-axis, or open the image as RGB)"
+            )
+        return img[..., None, :, :]
+    if in_channels == 1 and img.shape[-3] > 1 and channel_axis is not None:
+        conversion = cfg.channel_conversion or "hematoxylin"
+        model.metadata["channel_conversion"] = conversion
+        return to_single_channel(img, conversion)[..., None, :, :]
+    if img.shape[-3] != in_channels:
+        raise ValueError(
+            f"the model expects {in_channels} channel(s), but image shape {img.shape} has "
+            f"{img.shape[-3]} on axis -3 (labels shape {lab.shape}; --channel-axis says "
+            "where the channels are)"
+        )
+    return img
+
+
+def _planes(
+    model: torch.nn.Module, images: Any, labels: Any, cfg: TrainConfig, channel_axis: int | None
+) -> list[_Plane]:
+    """Validate all image/label pairs and split them into labeled 2D planes."""
+    image_list = _as_list(images, "images")
+    label_list = _as_list(labels, "labels")
+    if len(image_list) != len(label_list):
+        raise ValueError(f"got {len(image_list)} images but {len(label_list)} label images")
+    if not isinstance(getattr(model, "metadata", None), dict):
+        model.metadata = {}
+    planes: list[_Plane] = []
+    for img, lab in zip(image_list, label_list, strict=True):
+        colour = channel_axis is not None and int(model.in_channels) == 1
+        for message in validate_pair(
+            img, lab, cfg.dense, channel_axis, in_channels=None if colour else
+            int(model.in_channels), require_labels=False
+        ):
+            warnings.warn(message, UserWarning, stacklevel=4)
+        img = _colour_to_model(model, img, lab, channel_axis, cfg)
+        instances, mask = split_labels(lab, cfg.dense)
+        img = img.reshape((-1, *img.shape[-3:]))
+        instances = instances.reshape((-1, *instances.shape[-2:]))
+        mask = mask.reshape((-1, *mask.shape[-2:]))
+        planes.extend(
+            _Plane(img[z], instances[z], mask[z]) for z in range(img.shape[0]) if mask[z].any()
+        )
+    return planes
+
+
+def training_scale(model: torch.nn.Module, planes_instances: Sequence[np.ndarray],
+                   diameter: float | None) -> tuple[float | None, float]:
+    """``(data diameter, resampling factor)`` for training ``model`` on these cell labels.
+
+    The diameter is ``diameter`` when given, else the median of the labeled cells; without
+    cells (only removals, say) the model's own recorded scale is kept.
+    """
+    if diameter is None:
+        sizes = [object_diameters(inst) for inst in planes_instances]
+        pooled = np.concatenate(sizes) if sizes else np.zeros(0)
+        diameter = float(np.median(pooled)) if pooled.size else None
+    if diameter is None:
+        return data_diameter(model), scale_factor(model, None)
+    model_size = model_diameter(model) if is_trained(model) else None
+    return diameter, training_factor(diameter, model_size)
+
+
+def _slice_of(plane: _Plane, factor: float, rng: np.random.Generator) -> _Slice:
+    """A normalized training slice of ``plane`` resampled by ``factor``."""
+    image, instances, mask = plane.image, plane.instances, plane.mask
+    if factor != 1.0:
+        shape = scaled_shape(mask.shape, factor)
+        image = resample(image, shape)
+        instances = resample(instances, shape, order=0)
+        mask = resample(mask, shape, order=0)
+    cells = instances > 0
+    return _Slice(
+        image=_normalize(image), instances=instances, mask=mask,
+        fg=_candidates(cells & mask, rng), bg=_candidates(~cells & mask, rng),
+    )
+
+
 def _prepare(
     model: torch.nn.Module,
     images: Any,
@@ -251,58 +363,27 @@ def _prepare(
     cfg: TrainConfig,
     channel_axis: int | None,
     rng: np.random.Generator,
-) -> list[_Slice]:
-    """Validate, normalize and split all image/label pairs into 2D training slices."""
-    image_list = _as_list(images, "images")
-    label_list = _as_list(labels, "labels")
-    if len(image_list) != len(label_list):
-        raise ValueError(f"got {len(image_list)} images but {len(label_list)} label images")
-    in_channels = int(model.in_channels)
-    slices: list[_Slice] = []
-    for img, lab in zip(image_list, label_list, strict=True):
-        for message in validate_pair(
-            img, lab, cfg.dense, channel_axis, in_channels=in_channels, require_labels=False
-        ):
-            warnings.warn(message, UserWarning, stacklevel=3)
-        img = to_channels_first(img, channel_axis)
-        if img.ndim == lab.ndim:
-            if in_channels != 1:
-                raise ValueError(
-                    f"the model expects {in_channels} channels (axis -3) but image shape "
-                    f"{img.shape} matches labels shape {lab.shape}"
-                )
-            img = img[..., None, :, :]
-        if img.shape[-3] != in_channels:
-            raise ValueError(
-                f"the model expects {in_channels} channel(s), but image shape {img.shape} has "
-                f"{img.shape[-3]} on axis -3 (labels shape {lab.shape})"
-            )
-        instances, mask = split_labels(lab, cfg.dense)
-        img = img.reshape((-1, *img.shape[-3:]))
-        instances = instances.reshape((-1, *instances.shape[-2:]))
-        mask = mask.reshape((-1, *mask.shape[-2:]))
-        for z in range(img.shape[0]):
-            if not mask[z].any():
-                continue  # an unpainted slice of a stack
-            cells = instances[z] > 0
-            slices.append(
-                _Slice(
-                    image=_normalize(img[z]),
-                    instances=instances[z],
-                    mask=mask[z],
-                    fg=_candidates(cells & mask[z], rng),
-                    bg=_candidates(~cells & mask[z], rng),
-                )
-            )
-    if not slices:
+) -> tuple[list[_Slice], dict[str, float | None]]:
+    """Validate, split, resample to the training scale and normalize all pairs."""
+    planes = _planes(model, images, labels, cfg, channel_axis)
+    if not planes:
         raise ValueError(NO_LABELS_MESSAGE)
+    diameter, factor = training_scale(
+        model, [p.instances[p.mask] for p in planes], cfg.diameter
+    )
+    slices = [_slice_of(p, factor, rng) for p in planes]
     check_label_classes(
         any(s.fg.size for s in slices),
         any(s.bg.size for s in slices),
         cfg.dense,
         one_class_ok=keeps_unlabeled(model, cfg),
     )
-    return slices
+    scale = {
+        "data_diameter": diameter,
+        "object_diameter": None if diameter is None else diameter * factor,
+        "factor": factor,
+    }
+    return slices, scale
 
 
 def keeps_unlabeled(model: torch.nn.Module, cfg: TrainConfig) -> bool:
@@ -526,6 +607,20 @@ def correction_settings(model: torch.nn.Module, dense: bool) -> dict[str, float]
     return {"distill_weight": 0.0 if dense else DEFAULT_DISTILL_WEIGHT, "anchor": 0.0}
 
 
+class TrainingDiverged(ValueError):
+    """The loss or the weights became NaN or infinite: the learning rate is too high."""
+
+
+def _check_finite(what: str, tensors: Sequence[torch.Tensor], step: int, lr: float) -> None:
+    """Raise :class:`TrainingDiverged` unless every value of ``tensors`` is finite."""
+    tensors = [t.detach() for t in tensors if t.is_floating_point()]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        raise TrainingDiverged(
+            f"training diverged at step {step}: the {what} became NaN or infinite "
+            f"(learning rate {lr:g}); lower the learning rate and train again"
+        )
+
+
 def _check_model(model: torch.nn.Module) -> None:
     n_classes = int(model.n_classes)
     if n_classes < 2:
@@ -550,7 +645,7 @@ def check_training_data(
     _check_model(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _prepare(model, images, labels, cfg, channel_axis, np.random.default_rng(0))
+        _prepare(model, images, labels, cfg, channel_axis, np.random.default_rng(0))[0]
     return [str(w.message) for w in caught]
 
 
@@ -577,7 +672,7 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
-    slices = _prepare(model, images, labels, cfg, channel_axis, rng)
+    slices, scale = _prepare(model, images, labels, cfg, channel_axis, rng)
 
     side = cfg.patch_size or default_patch_size(model, [s.mask.shape for s in slices])
     in_shape = tuple(model.valid_input_shape((side, side)))
@@ -597,6 +692,10 @@ def train(
     model.metadata["normalization"] = dict(NORMALIZATION)
     model.metadata["in_channels"] = int(model.in_channels)
     fine_tuning = is_trained(model)
+    start_threshold = model.metadata.get("threshold")
+    if scale["object_diameter"] is not None:
+        model.metadata["scale"] = {k: scale[k] for k in ("object_diameter", "data_diameter")}
+    settings["scale_factor"] = scale["factor"]
     model.metadata["training"] = settings
     freeze_stats = fine_tuning if cfg.freeze_norm_stats is None else bool(cfg.freeze_norm_stats)
     distill = cfg.distill_weight
@@ -617,6 +716,7 @@ def train(
     old_threads = torch.get_num_threads()
     optimizer = scaler = teacher = start_weights = None
     agreement = torch.zeros(())
+    mass = ClassMass()
     try:
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
@@ -655,6 +755,7 @@ def train(
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                 logits = model(x)
             loss = weighted_cross_entropy(logits, target, weights)
+            mass.add(target, weights)
             if teacher is not None:
                 with torch.no_grad(), torch.autocast(
                     device_type="cuda", dtype=torch.float16, enabled=use_amp
@@ -665,6 +766,7 @@ def train(
                     trust = settings["start_trust"] if scale_distill else 1.0
                 settings["distill_trust"] = trust
                 loss = loss + distill * trust * distillation_loss(logits, soft, weights == 0)
+            _check_finite("loss", [loss], step + 1, cfg.learning_rate)  # weights still good
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -673,6 +775,8 @@ def train(
                     pull = min(lr * anchor, 1.0)
                     for p, p0 in zip(params, start_weights, strict=True):
                         p.sub_(p - p0, alpha=pull)
+            weights_now = [*model.parameters(), *model.buffers()]
+            _check_finite("weights", weights_now, step + 1, cfg.learning_rate)
             step += 1
             settings["steps_completed"] = step
             elapsed = time.perf_counter() - start
@@ -683,6 +787,8 @@ def train(
                 done = elapsed >= budget_s
                 total = step if done else max(step + 1, round(step * budget_s / elapsed))
                 eta = max(budget_s - elapsed, 0.0)
+            if done:
+                _calibrate(model, slices, mass, cfg, start_threshold, device)
             yield TrainProgress(
                 step=step,
                 total_steps=total,
@@ -695,6 +801,10 @@ def train(
             )
             if done:
                 break
+    except GeneratorExit:  # stopped early: the model of the last step gets its threshold too
+        if step > 0:
+            _calibrate(model, slices, mass, cfg, start_threshold, device)
+        raise
     finally:
         optimizer = scaler = teacher = start_weights = None
         model.eval()
@@ -702,6 +812,55 @@ def train(
         free_device_memory(device)
         if cfg.num_threads is not None:
             torch.set_num_threads(old_threads)
+
+
+# Training slices (centre crops of at most this side) predicted to estimate the cell prior.
+_PRIOR_SLICES, _PRIOR_SIDE = 4, 512
+
+
+def _predicted_cell_prior(model: torch.nn.Module, slices: list[_Slice], device: Any) -> float:
+    """Fraction of cell pixels the model predicts on (crops of) its training slices.
+
+    Sparse labels say nothing about how much of an image is cell, so the prior comes from the
+    model's own prediction: thresholded at the calibrated threshold of the current estimate,
+    iterated to a fixed point.
+    """
+    from .tiling import predict_tiled
+
+    maps = []
+    for s in slices[:_PRIOR_SLICES]:
+        h, w = s.mask.shape
+        y0, x0 = max(0, (h - _PRIOR_SIDE) // 2), max(0, (w - _PRIOR_SIDE) // 2)
+        crop = s.image[:, y0 : y0 + _PRIOR_SIDE, x0 : x0 + _PRIOR_SIDE]
+        crop = crop[0] if crop.shape[0] == 1 else crop
+        maps.append(predict_tiled(model, crop, normalize=False, device=device)[1].ravel())
+    p = np.concatenate(maps)
+    prior, threshold = 0.5, 0.5
+    for _ in range(5):
+        prior = float(np.clip(np.mean(p > threshold), 1e-3, 1 - 1e-3))
+        threshold = calibrated_threshold(np.array([1.0, 1.0]), prior) or 0.5
+    return prior
+
+
+def _calibrate(
+    model: torch.nn.Module, slices: list[_Slice], mass: ClassMass, cfg: TrainConfig,
+    start_threshold: float | None, device: Any,
+) -> None:
+    """Store the calibrated threshold (``core.calibration``) in ``model.metadata``."""
+    if cfg.dense:
+        cells = sum(int((s.instances[s.mask] > 0).sum()) for s in slices)
+        prior = cells / max(1, sum(int(s.mask.sum()) for s in slices))
+    else:
+        prior = _predicted_cell_prior(model.eval(), slices, device)
+    threshold = calibrated_threshold(mass.mass, prior)
+    if threshold is None:
+        return
+    training = model.metadata.get("training", {})
+    keep = float(training.get("distill_trust", 0.0)) if training.get("distill_weight") else 0.0
+    if start_threshold is not None and keep > 0:
+        threshold = keep * float(start_threshold) + (1.0 - keep) * threshold
+    model.metadata["threshold"] = float(threshold)
+    training["cell_prior"] = float(prior)
 
 
 def train_to_completion(

@@ -15,6 +15,26 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels, Layer
 
 
+def is_kind(layer: Any, kind: str) -> bool:
+    """True when ``layer`` is a napari layer of type ``kind`` ("image", "labels", "vectors"...).
+
+    Uses the public layer classes (``napari.layers.Labels`` ...), not napari's private
+    ``Layer._type_string``.
+    """
+    import napari.layers
+
+    cls = getattr(napari.layers, kind.capitalize(), None)
+    return isinstance(cls, type) and isinstance(layer, cls)
+
+
+def wrap_label(label: Any) -> None:
+    """Let a magicgui Label wrap its text to the dock's width instead of widening the dock."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+
 def _geometry(like: Layer | None, ndim: int) -> dict[str, Any]:
     """Scale/translate of ``like`` fitted to ``ndim`` axes (spatial axes are last).
 
@@ -38,7 +58,7 @@ def _add_or_update(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, na
     geometry = _geometry(like, ndim)
     if existing is not None:
         layer = existing
-        if layer._type_string == kind and layer.ndim == ndim:
+        if is_kind(layer, kind) and layer.ndim == ndim:
             layer.data = data
             for key, value in {**geometry, **kwargs}.items():
                 if key in ("scale", "translate", "opacity", "visible", "blending", "colormap",

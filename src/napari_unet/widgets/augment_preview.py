@@ -22,11 +22,15 @@ if TYPE_CHECKING:
 PREVIEW_GAP = 0.05
 #: about this many arrows along the longer side of the displacement field
 ARROWS_PER_SIDE = 12
+LEGEND = (
+    "Right of the original: one random elastic deformation, as training shows the network "
+    "(your image is not changed). Gold arrows: where each pixel takes its content from."
+)
 
 
 def layer_choices(viewer: napari.viewer.Viewer, kind: str) -> list[tuple[str, Any]]:
     """``(name, layer)`` pairs of the viewer's layers of type ``kind`` ("image", "labels")."""
-    return [(layer.name, layer) for layer in viewer.layers if layer._type_string == kind]
+    return [(layer.name, layer) for layer in viewer.layers if _layers.is_kind(layer, kind)]
 
 
 _LIST_EVENTS = ("inserted", "removed", "reordered", "renamed")
@@ -102,13 +106,17 @@ class AugmentPreviewWidget(Container):
         )
         self._show_field = CheckBox(text="show displacement arrows", value=True)
         self._button = PushButton(text="New sample")
+        self._button.tooltip = "Draw one deformation and show it beside the image"
+        self._legend = Label(value=LEGEND)
         self._status = Label(value="")
         super().__init__(
             widgets=[
                 self._image_combo, self._labels_combo, self._grid, self._sigma, self._seed,
-                self._random_seed, self._show_field, self._button, self._status,
+                self._random_seed, self._show_field, self._button, self._legend, self._status,
             ],
         )
+        for label in (self._legend, self._status):
+            _layers.wrap_label(label)
         self._seed.enabled = not self._random_seed.value
         self._random_seed.changed.connect(lambda v: setattr(self._seed, "enabled", not v))
         self._button.changed.connect(self.new_sample)
@@ -216,7 +224,7 @@ class AugmentPreviewWidget(Container):
         kwargs: dict[str, Any] = {"contrast_limits": list(layer.contrast_limits)}
         if layer.rgb:
             deformed = deformed.astype(layer.data.dtype, copy=False)
-            if not new and self._viewer.layers[name]._type_string == "image" and getattr(
+            if not new and _layers.is_kind(self._viewer.layers[name], "image") and getattr(
                 self._viewer.layers[name], "rgb", False
             ):
                 # add_or_update_image compares ndim with the data's (RGB layers have one less)
@@ -238,7 +246,7 @@ class AugmentPreviewWidget(Container):
         vectors = field_vectors(field)
         scale = list(layer.scale)[-2:]
         translate = preview_translate(layer, width)[-2:]
-        if name in self._viewer.layers and self._viewer.layers[name]._type_string == "vectors":
+        if name in self._viewer.layers and _layers.is_kind(self._viewer.layers[name], "vectors"):
             vlayer = self._viewer.layers[name]
             vlayer.data = vectors
             vlayer.scale, vlayer.translate = scale, translate

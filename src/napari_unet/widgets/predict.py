@@ -31,6 +31,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
+from napari_unet.core.segment import (
+    label_probability,
+    min_size_for,
+    model_threshold,
+    predict_foreground,
+    prepare_image,
+)
 
 from . import _notify
 from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
@@ -63,75 +70,6 @@ class ProgressRelay(QObject):
         self.changed.emit(int(done), int(total))
 
 
-def prepare_image(image: np.ndarray, channel_axis: int | None,
-                  model: UNet | None) -> tuple[np.ndarray, int | None]:
-    """Check that ``image`` suits ``model``; return ``(image, channel_axis)`` for predict_tiled.
-
-    Raises ValueError with a message for the user: no model, channel mismatch, NaN, image
-    smaller than the network can process (prediction pads, so only degenerate sizes fail).
-    """
-    if model is None:
-        raise ValueError("no model: train one, or load a checkpoint first")
-    arr = np.asarray(image)
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
-    n_in = int(getattr(model, "in_channels", 1))
-    if channel_axis is not None:
-        n_img = arr.shape[channel_axis]
-        if n_in == 1 and n_img != 1:
-            raise ValueError(
-                f"channel mismatch: the model expects 1 channel but the image has {n_img} "
-                f"(axis {channel_axis} of shape {arr.shape}); train a model on this kind of "
-                "image or pick a single-channel image"
-            )
-        if n_in > 1 and n_img != n_in:
-            raise ValueError(
-                f"channel mismatch: the model expects {n_in} channels, the image has {n_img}"
-            )
-        if n_in == 1:
-            arr = np.take(arr, 0, axis=channel_axis)
-            channel_axis = None
-    elif n_in > 1:
-        if arr.ndim >= 3 and arr.shape[-3] == n_in:
-            channel_axis = -3
-        else:
-            raise ValueError(
-                f"channel mismatch: the model expects {n_in} channels but the image has shape "
-                f"{arr.shape} (channels are expected on axis -3, or open the image as RGB)"
-            )
-    spatial_ndim = arr.ndim - (1 if channel_axis is not None else 0)
-    if spatial_ndim < 2:
-        raise ValueError(f"image must be at least 2D, got shape {arr.shape}")
-    if min(arr.shape[-2:]) < 2:
-        raise ValueError(f"image too small to segment: shape {arr.shape}")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError("image contains NaN or infinite values")
-    return arr, channel_axis
-
-
-def foreground(probabilities: np.ndarray) -> np.ndarray:
-    """Cell (class 1) probability from ``(n_classes, Y, X)`` or ``(Z, n_classes, Y, X)``."""
-    cls = 1 if probabilities.shape[-3] > 1 else 0
-    return np.ascontiguousarray(np.take(probabilities, cls, axis=-3), dtype=np.float32)
-
-
-def instances_from_probability(fg: np.ndarray, threshold: float, min_size: int) -> np.ndarray:
-    """Instance labels of a 2D map, or of each slice of a stack (ids unique across slices)."""
-    from napari_unet.core.instances import label_instances
-
-    if fg.ndim == 2:
-        return np.asarray(label_instances(fg, threshold=threshold, min_size=min_size),
-                          dtype=np.int32)
-    out = np.zeros(fg.shape, dtype=np.int32)
-    offset = 0
-    for index in np.ndindex(fg.shape[:-2]):
-        lab = np.asarray(label_instances(fg[index], threshold=threshold, min_size=min_size),
-                         dtype=np.int32)
-        out[index] = np.where(lab > 0, lab + offset, 0)
-        offset = max(offset, int(out[index].max()))
-    return out
-
-
 def _layer_geometry(layer: Image, channel_axis: int | None) -> dict[str, Any]:
     """Scale and translate of the image's spatial (and stack) axes, without the channel axis."""
     scale, translate = list(layer.scale), list(layer.translate)
@@ -156,11 +94,12 @@ def predict_layer(
     viewer: napari.viewer.Viewer,
     image_layer: Image,
     model: UNet | None,
-    threshold: float = DEFAULT_THRESHOLD,
-    min_size: int = DEFAULT_MIN_SIZE,
+    threshold: float | None = None,
+    min_size: int | None = None,
     start: bool = True,
     *,
     device: str = "auto",
+    diameter: float | str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_finished: Callable[[bool], None] | None = None,
 ) -> FunctionWorker | None:
@@ -170,8 +109,10 @@ def predict_layer(
     (a notification says why). ``on_progress(done, total)`` runs in the GUI thread;
     ``on_finished(ok)`` runs once at the end (``ok`` False when cancelled or failed).
     Cancel with ``worker.quit()``: the tiling loop stops after the current batch.
+    ``threshold``/``min_size``/``diameter`` None: the model's calibrated threshold and object
+    scale (``core.segment``).
     """
-    from napari_unet.core.tiling import PredictionCancelled, predict_tiled
+    from napari_unet.core.tiling import PredictionCancelled
 
     try:
         data, channel_axis = image_layer_data(image_layer)
@@ -197,21 +138,23 @@ def predict_layer(
     relay = ProgressRelay(report)
     holder: dict[str, Any] = {}
 
-    def run() -> tuple[np.ndarray, np.ndarray] | None:
+    def run() -> tuple[np.ndarray, np.ndarray, float, int] | None:
         try:
-            probs = predict_tiled(model, image, device=device, channel_axis=model_axis,
-                                  progress=relay, cancel=lambda: holder["w"].abort_requested)
+            fg, factor = predict_foreground(
+                model, image, channel_axis=model_axis, diameter=diameter, device=device,
+                progress=relay, cancel=lambda: holder["w"].abort_requested)
         except PredictionCancelled:
             return None
-        fg = foreground(probs)
         if holder["w"].abort_requested:
             return None
-        return fg, instances_from_probability(fg, threshold, min_size)
+        t = model_threshold(model) if threshold is None else threshold
+        size = min_size_for(factor) if min_size is None else min_size
+        return fg, label_probability(fg, t, size), t, size
 
-    def returned(result: tuple[np.ndarray, np.ndarray] | None) -> None:
+    def returned(result: tuple[np.ndarray, np.ndarray, float, int] | None) -> None:
         if result is None:
             return
-        fg, labels = result
+        fg, labels, used_threshold, used_size = result
         try:
             show_prediction(viewer, image_layer, fg, labels,
                             channel_axis if channel_axis is not None else model_axis)
@@ -219,7 +162,8 @@ def predict_layer(
             _notify.notify_warning(f"Prediction finished but could not be shown: {exc}")
             return
         get_session(viewer).set_prediction(
-            image_layer.name, Prediction(fg, labels, threshold=threshold, min_size=min_size))
+            image_layer.name,
+            Prediction(fg, labels, threshold=used_threshold, min_size=used_size))
         state["ok"] = True
 
     def errored(exc: Exception) -> None:
@@ -252,18 +196,42 @@ class PredictWidget(QWidget):
         self.viewer = napari_viewer
         self.session = get_session(napari_viewer)
         self.worker: FunctionWorker | None = None
+        self.relabel_worker: FunctionWorker | None = None
 
         self.image_combo = QComboBox()
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.load_button = QPushButton("Load model…")
         self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setRange(0.0, 0.99)
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(DEFAULT_THRESHOLD)
+        self.threshold.setToolTip(
+            "Cell probability above which a pixel is a cell; set from the model (calibrated "
+            "on its training labels). Changing it re-labels the last prediction at once."
+        )
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 10**7)
-        self.min_size.setValue(DEFAULT_MIN_SIZE)
+        self.min_size.setSpecialValueText("auto")
+        self.min_size.setValue(0)
+        self.min_size.setToolTip(
+            f"Smallest object kept (px); auto: {DEFAULT_MIN_SIZE} px at the model's object size"
+        )
+        self.diameter = QDoubleSpinBox()
+        self.diameter.setRange(0.0, 10_000.0)
+        self.diameter.setDecimals(1)
+        self.diameter.setSpecialValueText("auto")
+        self.diameter.setSuffix(" px")
+        self.diameter.setValue(0.0)
+        self.diameter.setToolTip(
+            "Diameter of the objects in this image. auto: the size the model was trained at, "
+            "or estimated for a starting model. The image is resampled so that objects appear "
+            "at the model's size; the result stays on the image's pixel grid."
+        )
+        self.starting_button = QPushButton("Use starting model")
+        self.starting_button.setToolTip(
+            "Predict with the shipped nuclei model (fluorescence) without training"
+        )
         self.device_combo = QComboBox()
         self.predict_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")
@@ -281,7 +249,11 @@ class PredictWidget(QWidget):
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", self.model_label)
-        form.addRow("", self.load_button)
+        model_buttons = QHBoxLayout()
+        model_buttons.addWidget(self.load_button)
+        model_buttons.addWidget(self.starting_button)
+        form.addRow("", model_buttons)
+        form.addRow("object diameter", self.diameter)
         form.addRow("threshold", self.threshold)
         form.addRow("min object size (px)", self.min_size)
         form.addRow("device", self.device_combo)
@@ -299,6 +271,9 @@ class PredictWidget(QWidget):
         self.refresh_layers()
         self._show_model()
         self.load_button.clicked.connect(self._load_clicked)
+        self.starting_button.clicked.connect(self.use_starting_model)
+        self.threshold.valueChanged.connect(self.relabel)
+        self.diameter.valueChanged.connect(self._show_diameter)
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
         events = napari_viewer.layers.events
@@ -332,8 +307,79 @@ class PredictWidget(QWidget):
     def _show_model(self, *_: Any) -> None:
         try:
             self.model_label.setText(self.session.describe())
+            if self.session.model is not None:
+                self.threshold.blockSignals(True)
+                self.threshold.setValue(model_threshold(self.session.model))
+                self.threshold.blockSignals(False)
         except RuntimeError:
             pass
+
+    def use_starting_model(self) -> None:
+        """Make the shipped nuclei model the session's model (predict without training)."""
+        from napari_unet.models import DEFAULT_PRETRAINED, load_pretrained
+
+        self.session.set_model(load_pretrained(), f"starting model: {DEFAULT_PRETRAINED}")
+
+    def diameter_value(self) -> float | str | None:
+        """The diameter field: a number of pixels, or None (the model's own / estimated)."""
+        value = float(self.diameter.value())
+        if value > 0:
+            return value
+        model = self.session.model
+        from napari_unet.core.scale import data_diameter
+
+        return None if model is None or data_diameter(model) is not None else "auto"
+
+    def _show_diameter(self, value: float) -> None:
+        """Draw a circle of the diameter on the image, so the user can compare it with cells."""
+        from napari_unet.core.scale import diameter_circle
+
+        layer = self.image_layer()
+        if layer is None or value <= 0:
+            return
+        name = "object size"
+        data = diameter_circle(layer.data.shape[-2:] if not layer.rgb else layer.data.shape[-3:-1],
+                               float(value))
+        geometry = _layer_geometry(layer, None)
+        try:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = [data]
+            else:
+                self.viewer.add_shapes(
+                    [data], shape_type="ellipse", name=name, edge_color="yellow",
+                    face_color="transparent", edge_width=2, scale=geometry["scale"][-2:],
+                    translate=geometry["translate"][-2:],
+                )
+        except (RuntimeError, ValueError) as exc:
+            _notify.notify_warning(f"Cannot draw the object size: {exc}")
+
+    def relabel(self, *_: Any) -> FunctionWorker | None:
+        """Re-label the last prediction of the selected image at the current threshold."""
+        layer = self.image_layer()
+        cached = self.session.predictions.get(layer.name) if layer is not None else None
+        if cached is None or self.worker is not None or self.relabel_worker is not None:
+            return None
+        threshold, min_size = float(self.threshold.value()), cached.min_size
+        worker = create_worker(label_probability, cached.probability, threshold, min_size,
+                               _start_thread=False)
+
+        def show(labels: np.ndarray) -> None:
+            name = f"{layer.name} instances"
+            if name in self.viewer.layers:
+                self.viewer.layers[name].data = labels
+            self.session.set_prediction(
+                layer.name, Prediction(cached.probability, labels, threshold, min_size))
+
+        def finished() -> None:
+            self.relabel_worker = None
+            if float(self.threshold.value()) != threshold:  # moved again meanwhile
+                self.relabel()
+
+        worker.returned.connect(show)
+        worker.finished.connect(finished)
+        self.relabel_worker = worker
+        worker.start()
+        return worker
 
     def image_layer(self) -> Image | None:
         """The selected image layer, or None."""
@@ -375,8 +421,9 @@ class PredictWidget(QWidget):
         self.status.setText(f"predicting {layer.name}…")
         worker = predict_layer(
             self.viewer, layer, self.session.model, self.threshold.value(),
-            self.min_size.value(), start=False, device=self.device_combo.currentText(),
-            on_progress=self._progress, on_finished=self._finished,
+            self.min_size.value() or None, start=False, device=self.device_combo.currentText(),
+            diameter=self.diameter_value(), on_progress=self._progress,
+            on_finished=self._finished,
         )
         self.worker = worker
         if worker is not None and start:

@@ -1,0 +1,87 @@
+"""Scale test: the shipped starting model on DSB2018 val/fluo resized 0.5x-8x, no training.
+
+For each scale the images and their labels (nearest neighbour) are resized, and the starting
+model segments them three ways: at the image's own pixel size (what napari-unet did before
+object scale existed), with the object size estimated automatically (``diameter="auto"``, the
+default for a starting model) and with the true median diameter given (``--diameter``).
+Scores: mean accuracy@0.5 over the images, on the resized ground truth::
+
+    .venv/bin/python benchmarks/scale_test.py --n 12 [--scales 0.5 1 2 4 8] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import protocols as P  # noqa: E402
+
+from napari_unet.core.metrics import average_precision  # noqa: E402
+from napari_unet.core.scale import object_diameter, resample, scaled_shape  # noqa: E402
+from napari_unet.core.segment import segment  # noqa: E402
+from napari_unet.models import load_pretrained  # noqa: E402
+
+
+def accuracy(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Accuracy at IoU 0.5: TP / (TP + FP + FN)."""
+    return float(average_precision(pred, gt, (0.5,))[0.5])
+
+
+def run(n: int, scales: list[float], root: Path | None) -> dict:
+    """Scores per scale and method, with the estimated diameters."""
+    model = load_pretrained()
+    val = P.validation_set(n, root=root)
+    out: dict = {}
+    for s in scales:
+        rows = {"native": [], "auto": [], "true": []}
+        ratio = []
+        t0 = time.perf_counter()
+        for sample in val:
+            shape = scaled_shape(sample.image.shape, s)
+            image = resample(sample.image, shape)
+            gt = resample(sample.labels, shape, order=0)
+            true_d = object_diameter(gt)
+            for method, diameter in (("native", None), ("auto", "auto"), ("true", true_d)):
+                seg = segment(model, image, diameter=diameter, device="cpu")
+                rows[method].append(accuracy(seg.instances, gt))
+                if method == "auto":
+                    ratio.append(model_d_image(seg.factor, true_d))
+        out[str(s)] = {m: float(np.mean(v)) for m, v in rows.items()}
+        out[str(s)]["auto_diameter_ratio_median"] = float(np.median(ratio))
+        out[str(s)]["seconds"] = time.perf_counter() - t0
+        print(s, json.dumps(out[str(s)]), "load", os.getloadavg()[0], flush=True)
+    return out
+
+
+def model_d_image(factor: float, true_d: float | None) -> float:
+    """Estimated / true object diameter (the model's diameter / factor vs the true one)."""
+    from napari_unet.core.scale import DEFAULT_DIAMETER
+
+    return float(DEFAULT_DIAMETER / factor / true_d) if true_d else float("nan")
+
+
+def main() -> None:
+    """Parse arguments, run, print and optionally write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=12, help="validation images (fixed subset)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
+    parser.add_argument("--data", type=Path, help="dsb2018 folder (default ../shared/data)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = run(args.n, args.scales, args.data)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

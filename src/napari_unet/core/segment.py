@@ -1,0 +1,323 @@
+"""From an image to cell probabilities and instances: channels, object scale and threshold.
+
+One pipeline for the widgets, the CLI and the benchmarks:
+
+1. :func:`prepare_image` checks the image against the model and converts colour images for a
+   single-channel model (:func:`to_single_channel`: grey, or the hematoxylin stain by colour
+   deconvolution, Ruifrok & Johnston 2001).
+2. :func:`predict_foreground` resamples the image so that its objects appear at the model's
+   object size (:mod:`.scale`), predicts it tile by tile and resamples the cell probability
+   back to the image's pixel grid.  ``diameter="auto"`` estimates the object size first
+   (:func:`estimate_diameter`).
+3. :func:`segment` labels instances with the model's calibrated threshold
+   (:func:`model_threshold`) and a smallest-object size that follows the object scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, label_instances
+from .normalize import to_channels_first
+from .scale import (
+    MAX_FACTOR,
+    data_diameter,
+    model_diameter,
+    object_diameter,
+    resample,
+    scale_factor,
+    scaled_shape,
+)
+
+__all__ = [
+    "CONVERSIONS",
+    "Segmentation",
+    "estimate_diameter",
+    "guess_channel_axis",
+    "label_probability",
+    "min_size_for",
+    "model_threshold",
+    "predict_foreground",
+    "prepare_image",
+    "segment",
+    "to_single_channel",
+]
+
+#: ways to turn a colour image into the one channel a single-channel model reads
+CONVERSIONS = ("hematoxylin", "grey", "first")
+# Object-size search of estimate_diameter: factors tried, and the side (px) of the resampled
+# crop each is predicted on.
+_SEARCH_FACTORS = (2.0, 1.0, 0.5, 0.25, 0.125)
+_SEARCH_SIDE = 512
+_MIN_OBJECTS = 3
+# Weight of the ambiguity against the log-size miss when choosing the scale.
+_AMBIGUITY = 0.3
+# An estimated size within this factor of the model's own is taken as equal (no resampling).
+_AUTO_SNAP = 1.5
+
+
+def to_single_channel(image: Any, conversion: str = "hematoxylin") -> np.ndarray:
+    """One channel ``(..., Y, X)`` from a colour image with channels on axis -3.
+
+    ``hematoxylin``: the optical density of the hematoxylin stain (nuclei bright, as in a
+    fluorescence image); ``grey``: luminance; ``first``: channel 0.
+    """
+    arr = np.asarray(image)
+    if conversion not in CONVERSIONS:
+        raise ValueError(f"unknown colour conversion {conversion!r}; use one of {CONVERSIONS}")
+    if conversion == "first" or arr.shape[-3] == 1:
+        return np.asarray(arr[..., 0, :, :])
+    if arr.shape[-3] < 3:
+        raise ValueError(
+            f"a {conversion} conversion needs 3 colour channels, got {arr.shape[-3]} "
+            f"(shape {arr.shape})"
+        )
+    rgb = np.moveaxis(arr[..., :3, :, :], -3, -1).astype(np.float32)
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize == 1:
+        rgb /= 255.0
+    elif rgb.size and rgb.max() > 1.0:
+        rgb /= float(rgb.max())
+    if conversion == "grey":
+        return rgb @ np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+    from skimage.color import rgb2hed
+
+    return rgb2hed(np.clip(rgb, 0.0, 1.0))[..., 0].astype(np.float32)
+
+
+def guess_channel_axis(
+    shape: tuple[int, ...], labels_shape: tuple[int, ...] | None = None
+) -> int | None:
+    """-1 for a shape that reads as colour, ``(..., Y, X, 3|4)`` (as napari's RGB guess), else None.
+
+    With ``labels_shape`` the image must also have one axis more than the labels.
+    """
+    if len(shape) < 3 or shape[-1] not in (3, 4) or min(shape[-3:-1]) <= 4:
+        return None
+    if labels_shape is not None and tuple(labels_shape) != tuple(shape[:-1]):
+        return None
+    return -1
+
+
+def _conversion_of(model: Any, conversion: str | None) -> str:
+    if conversion is not None:
+        return conversion
+    metadata = getattr(model, "metadata", None) or {}
+    return str(metadata.get("channel_conversion") or "hematoxylin")
+
+
+def prepare_image(
+    image: Any, channel_axis: int | None, model: Any, conversion: str | None = None
+) -> tuple[np.ndarray, int | None]:
+    """Check ``image`` against ``model``; return ``(image, channel_axis)`` ready to predict.
+
+    A colour image given to a single-channel model is converted (``conversion``; default the
+    model's ``metadata["channel_conversion"]``, else hematoxylin).  Raises ValueError with a
+    message for the user: no model, channel mismatch, NaN, a degenerate size.
+    """
+    if model is None:
+        raise ValueError("no model: train one, or load a checkpoint first")
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
+    n_in = int(getattr(model, "in_channels", 1))
+    if channel_axis is not None:
+        arr = to_channels_first(arr, channel_axis)
+        n_img = arr.shape[-3]
+        if n_in == 1:
+            arr, channel_axis = to_single_channel(arr, _conversion_of(model, conversion)), None
+        elif n_img != n_in:
+            raise ValueError(
+                f"channel mismatch: the model expects {n_in} channels, the image has {n_img} "
+                f"(shape {image.shape}, channel axis {channel_axis})"
+            )
+        else:
+            channel_axis = -3
+    elif n_in > 1:
+        if arr.ndim >= 3 and arr.shape[-3] == n_in:
+            channel_axis = -3
+        else:
+            raise ValueError(
+                f"channel mismatch: the model expects {n_in} channels but the image has shape "
+                f"{arr.shape}; give the channel axis (--channel-axis, or open the image as RGB)"
+            )
+    spatial_ndim = arr.ndim - (1 if channel_axis is not None else 0)
+    if spatial_ndim < 2:
+        raise ValueError(f"image must be at least 2D, got shape {arr.shape}")
+    if min(arr.shape[-2:]) < 2:
+        raise ValueError(f"image too small to segment: shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError("image contains NaN or infinite values")
+    return arr, channel_axis
+
+
+def _cell_probability(probs: np.ndarray) -> np.ndarray:
+    cls = 1 if probs.shape[-3] > 1 else 0
+    return np.ascontiguousarray(np.take(probs, cls, axis=-3), dtype=np.float32)
+
+
+def _predict_at(
+    model: Any, image: np.ndarray, channel_axis: int | None, factor: float, **kw: Any
+) -> np.ndarray:
+    """Cell probability of ``image`` predicted at ``factor``, on the image's own grid."""
+    from .tiling import predict_tiled
+
+    if factor == 1.0:
+        return _cell_probability(predict_tiled(model, image, channel_axis=channel_axis, **kw))
+    shape = image.shape[-2:]
+    small = resample(image, scaled_shape(shape, factor))
+    fg = _cell_probability(predict_tiled(model, small, channel_axis=channel_axis, **kw))
+    return np.clip(resample(fg, shape), 0.0, 1.0)
+
+
+def predict_foreground(
+    model: Any,
+    image: Any,
+    *,
+    channel_axis: int | None = None,
+    diameter: float | str | None = None,
+    tile_size: Any = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, float]:
+    """Cell probability ``(..., Y, X)`` of a prepared image, and the resampling factor used.
+
+    ``diameter``: the objects' size in this image (pixels); None: the size in the model's own
+    training data (no resampling for a model without one); ``"auto"``: estimated.
+    """
+    kw = dict(tile_size=tile_size, batch_size=batch_size, device=device)
+    if isinstance(diameter, str):
+        if diameter != "auto":
+            raise ValueError(f"diameter must be a number of pixels or 'auto', got {diameter!r}")
+        diameter = estimate_diameter(model, image, channel_axis=channel_axis, **kw)
+        factor = scale_factor(model, diameter)
+        if abs(np.log(factor)) < np.log(_AUTO_SNAP):
+            factor = 1.0  # within the estimate's error: predict the image as it is
+    else:
+        factor = scale_factor(model, diameter)
+    fg = _predict_at(model, image, channel_axis, factor, progress=progress, cancel=cancel, **kw)
+    return fg, factor
+
+
+def _centre_crop(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[-2:]
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return image[..., y0 : y0 + side, x0 : x0 + side]
+
+
+def _first_plane(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    keep = 3 if channel_axis is not None else 2
+    while image.ndim > keep:
+        image = image[0]
+    return image
+
+
+def estimate_diameter(
+    model: Any, image: Any, *, channel_axis: int | None = None, **kw: Any
+) -> float:
+    """Estimate the objects' diameter (pixels) in a prepared image, for a model that has none.
+
+    The image (a centre crop, its first plane) is predicted at several scales; at each the
+    median diameter of the objects found is measured.  The scale whose objects come out
+    closest to the model's own object size with the least undecided probability is taken, and
+    the estimate is that size mapped back to the image's pixels (the model's diameter when no
+    scale finds objects).
+    """
+    plane = _first_plane(np.asarray(image), channel_axis)
+    target = model_diameter(model)
+    found: list[tuple[float, float]] = []  # (score, diameter in image px)
+    for factor in _SEARCH_FACTORS:
+        measured = _objects_at(model, plane, channel_axis, factor, **kw)
+        if measured is not None:
+            size, ambiguity = measured
+            found.append((abs(float(np.log(size / target))) + _AMBIGUITY * ambiguity,
+                          size / factor))
+    if not found:
+        return data_diameter(model) or target
+    estimate = min(found)[1]
+    return float(np.clip(estimate, target / MAX_FACTOR, target * MAX_FACTOR))
+
+
+def _objects_at(
+    model: Any, plane: np.ndarray, channel_axis: int | None, factor: float, **kw: Any
+) -> tuple[float, float] | None:
+    """(median object diameter, ambiguity) in a centre crop resampled by ``factor``.
+
+    Ambiguity is the area of undecided probability (0.2-0.8) per area of confident cell: a
+    network shown objects far larger than it knows breaks them into pieces of its own size,
+    with undecided interiors, and one shown far smaller ones blurs them; both raise it.
+    """
+    crop = _centre_crop(plane, int(_SEARCH_SIDE / factor))
+    shape = scaled_shape(crop.shape, factor)
+    if min(shape) < 32:
+        return None
+    fg = _predict_at(model, resample(crop, shape), channel_axis, 1.0, **kw)
+    threshold = model_threshold(model)
+    objects = label_instances(fg, threshold, DEFAULT_MIN_SIZE)
+    size = object_diameter(objects) if objects.max() >= _MIN_OBJECTS else None
+    if size is None:
+        return None
+    undecided = float(np.mean((fg > 0.2) & (fg < 0.8)))
+    return size, undecided / max(float(np.mean(fg > threshold)), 1e-3)
+
+
+def model_threshold(model: Any) -> float:
+    """The model's calibrated probability threshold (``metadata["threshold"]``), else 0.8."""
+    metadata = getattr(model, "metadata", None) or {}
+    value = metadata.get("threshold")
+    return float(value) if value is not None else DEFAULT_THRESHOLD
+
+
+def min_size_for(factor: float, min_size: int = DEFAULT_MIN_SIZE) -> int:
+    """Smallest object (image pixels) for a prediction made at resampling ``factor``."""
+    return max(1, round(min_size / (factor * factor)))
+
+
+@dataclass
+class Segmentation:
+    """A prediction: cell probability and instances on the image's grid, and its settings."""
+
+    probability: np.ndarray
+    instances: np.ndarray
+    factor: float
+    threshold: float
+    min_size: int
+
+
+def label_probability(
+    fg: np.ndarray, threshold: float, min_size: int
+) -> np.ndarray:
+    """Instances of a 2D cell-probability map, or of every 2D plane of a stack."""
+    if fg.ndim == 2:
+        return label_instances(fg, threshold, min_size)
+    flat = fg.reshape((-1, *fg.shape[-2:]))
+    return label_instances(flat, threshold, min_size, stack=True).reshape(fg.shape)
+
+
+def segment(
+    model: Any,
+    image: Any,
+    *,
+    channel_axis: int | None = None,
+    diameter: float | str | None = None,
+    threshold: float | None = None,
+    min_size: int | None = None,
+    conversion: str | None = None,
+    **kw: Any,
+) -> Segmentation:
+    """Predict and label ``image`` (raw: it is prepared here) at the model's object scale.
+
+    ``threshold`` None: the model's calibrated one; ``min_size`` None: ``DEFAULT_MIN_SIZE``
+    at the network's scale, converted to image pixels.  ``kw`` go to :func:`predict_foreground`.
+    """
+    arr, axis = prepare_image(image, channel_axis, model, conversion)
+    fg, factor = predict_foreground(model, arr, channel_axis=axis, diameter=diameter, **kw)
+    threshold = model_threshold(model) if threshold is None else float(threshold)
+    min_size = min_size_for(factor) if min_size is None else int(min_size)
+    return Segmentation(fg, label_probability(fg, threshold, min_size), factor, threshold,
+                        min_size)

@@ -1,0 +1,148 @@
+"""Prediction at the model's object scale: alignment at any scale, size estimate, colour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.core import tiling
+from napari_unet.core.model import UNet
+from napari_unet.core.scale import object_diameter
+from napari_unet.core.segment import (
+    estimate_diameter,
+    guess_channel_axis,
+    min_size_for,
+    model_threshold,
+    predict_foreground,
+    prepare_image,
+    segment,
+    to_single_channel,
+)
+from napari_unet.core.synthetic import make_cells
+from napari_unet.core.training import train_to_completion
+
+
+def _discs(shape, radius, spacing):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, dtype=np.int32)
+    k = 0
+    for cy in range(spacing // 2, shape[0] - radius, spacing):
+        for cx in range(spacing // 2, shape[1] - radius, spacing):
+            k += 1
+            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = k
+    return labels
+
+
+@pytest.fixture
+def identity(monkeypatch):
+    """A 'network' whose cell probability is the normalized image itself."""
+
+    def fake(model, image, *, channel_axis=None, normalize=True, **kwargs):
+        x = np.asarray(image, dtype=np.float32)
+        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
+        return np.stack([1 - x, x], axis=-3)
+
+    monkeypatch.setattr(tiling, "predict_tiled", fake)
+
+
+@pytest.mark.parametrize("diameter", [8.9, 17.9, 40.0, 100.0])
+def test_prediction_stays_aligned_with_the_image_at_any_scale(identity, diameter):
+    model = UNet(depth=1, base_channels=4)
+    yy, xx = np.mgrid[:150, :170]
+    image = np.exp(-((yy - 61.3) ** 2 + (xx - 97.8) ** 2) / (2 * 9.0**2)).astype(np.float32)
+    fg, factor = predict_foreground(model, image, diameter=diameter)
+    assert fg.shape == image.shape
+    assert factor == pytest.approx(17.9 / diameter, rel=0.01) or factor == 1.0
+    w = fg - fg.min()
+    centre = [(yy * w).sum() / w.sum(), (xx * w).sum() / w.sum()]
+    assert np.allclose(centre, [61.3, 97.8], atol=0.5)
+
+
+def test_real_network_output_has_the_image_shape_at_any_scale():
+    model = UNet(depth=2, base_channels=4).eval()
+    image = np.random.default_rng(0).random((3, 70, 90)).astype(np.float32)  # a stack
+    for diameter in (6.0, 50.0):
+        fg, factor = predict_foreground(model, image, diameter=diameter)
+        assert fg.shape == image.shape and factor != 1.0
+        assert np.all((fg >= 0) & (fg <= 1))
+
+
+def test_size_estimate_finds_large_objects(identity):
+    labels = _discs((512, 512), radius=22, spacing=70)
+    image = (labels > 0).astype(np.float32)
+    model = UNet(depth=1, base_channels=4)
+    estimate = estimate_diameter(model, image)
+    assert estimate == pytest.approx(object_diameter(labels), rel=0.2)
+    seg = segment(model, image, diameter="auto")
+    assert seg.factor == pytest.approx(17.9 / estimate, rel=0.01)
+    assert seg.instances.max() == labels.max()
+    assert seg.min_size == min_size_for(seg.factor) > 30
+
+
+def test_training_on_large_objects_shrinks_them_and_predicts_on_the_original_grid():
+    image, labels = make_cells((96, 96), n_cells=5, seed=1)
+    big = np.kron(image, np.ones((4, 4))).astype(np.float32)
+    big_labels = np.kron(labels, np.ones((4, 4), dtype=labels.dtype))
+    model = UNet(depth=1, base_channels=4)
+    train_to_completion(model, big, big_labels, steps=2, dense=True, seed=0, patch_size=32)
+    scale = model.metadata["scale"]
+    assert scale["data_diameter"] == pytest.approx(object_diameter(big_labels), rel=1e-6)
+    assert scale["object_diameter"] == pytest.approx(40.0, rel=0.05)
+    assert model.metadata["training"]["scale_factor"] < 1.0
+    seg = segment(model, big)
+    assert seg.probability.shape == big.shape
+    assert seg.factor == pytest.approx(model.metadata["training"]["scale_factor"], rel=0.02)
+
+
+def _he_like(shape=(64, 64)):
+    """Purple (hematoxylin) nuclei on pink (eosin) tissue, RGB uint8."""
+    labels = _discs(shape, radius=8, spacing=30)
+    rgb = np.empty((*shape, 3), dtype=np.uint8)
+    rgb[...] = (230, 170, 200)
+    rgb[labels > 0] = (90, 60, 150)
+    return rgb, labels
+
+
+def test_colour_images_are_converted_for_a_single_channel_model():
+    rgb, labels = _he_like()
+    h = to_single_channel(np.moveaxis(rgb, -1, 0), "hematoxylin")
+    assert h.shape == labels.shape
+    assert h[labels > 0].mean() > h[labels == 0].mean()  # nuclei bright, as in fluorescence
+    grey = to_single_channel(np.moveaxis(rgb, -1, 0), "grey")
+    assert grey[labels > 0].mean() < grey[labels == 0].mean()
+    one = UNet(depth=1, base_channels=4)
+    arr, axis = prepare_image(rgb, -1, one)
+    assert arr.shape == labels.shape and axis is None
+    three = UNet(in_channels=3, depth=1, base_channels=4)
+    arr, axis = prepare_image(rgb, -1, three)
+    assert arr.shape == (3, *labels.shape) and axis == -3
+    with pytest.raises(ValueError, match="channel"):
+        prepare_image(rgb[..., 0], None, three)
+    with pytest.raises(ValueError, match="colour conversion"):
+        to_single_channel(np.moveaxis(rgb, -1, 0), "sepia")
+
+
+def test_guess_channel_axis_reads_rgb_shapes_only():
+    assert guess_channel_axis((100, 120, 3)) == -1
+    assert guess_channel_axis((100, 120, 4), (100, 120)) == -1
+    assert guess_channel_axis((3, 100, 120)) is None
+    assert guess_channel_axis((100, 120)) is None
+    assert guess_channel_axis((100, 120, 3), (100, 120, 3)) is None
+
+
+def test_a_single_channel_model_fine_tunes_on_rgb_and_records_the_conversion():
+    rgb, labels = _he_like((96, 96))
+    model = UNet(depth=1, base_channels=4)
+    model.metadata["training"] = {"steps": 1}  # a trained model: fine-tuning
+    train_to_completion(model, rgb, labels, steps=2, dense=True, seed=0, patch_size=32,
+                        channel_axis=-1)
+    assert model.metadata["channel_conversion"] == "hematoxylin"
+    seg = segment(model, rgb, channel_axis=-1)
+    assert seg.instances.shape == labels.shape
+
+
+def test_threshold_defaults_to_the_models_calibrated_one():
+    model = UNet(depth=1, base_channels=4)
+    assert model_threshold(model) == 0.8
+    model.metadata["threshold"] = 0.3
+    assert model_threshold(model) == 0.3
