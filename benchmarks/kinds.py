@@ -18,7 +18,7 @@ Budget: a number of training steps (``--steps``, default 1200 = 2 minutes of a q
 CPU at the default network's 0.10 s per step), so that a loaded machine does not change the
 figures.  Scores: mean accuracy@0.5 (TP / (TP + FP + FN)) over the validation images::
 
-    .venv/bin/python benchmarks/kinds.py --kinds fluo he phase em --json benchmarks/results_kinds.json
+    .venv/bin/python benchmarks/kinds.py --json benchmarks/results_kinds.json
 """
 
 from __future__ import annotations
@@ -173,25 +173,36 @@ def run_kind(kind: Kind, args: argparse.Namespace, log) -> dict:
     train = load(kind, "train", args.data, args.max_train)
     val = load(kind, "val", args.data, args.max_val)
     out: dict = {"n_val": len(val)}
-    if kind.starting_model:
+    if kind.starting_model and not args.no_start:
         t0 = time.perf_counter()
         out["start"] = score_unet(load_pretrained(), val, kind, diameter="auto")
         log(kind.name, "start", out["start"], time.perf_counter() - t0)
     for protocol in args.protocols:
         images, labels, dense = annotation(protocol, train, args.seed)
-        torch_seed = args.seed
-        model = UNet(**{**DEFAULT_CONFIG, "in_channels": 3 if kind.rgb else 1})
-        t0 = time.perf_counter()
-        train_to_completion(model, images, labels, steps=args.steps, dense=dense, seed=torch_seed,
-                            channel_axis=-1 if kind.rgb else None, device="cpu")
-        seconds = time.perf_counter() - t0
-        unet = score_unet(model, val, kind)
-        unet.update(train_seconds=seconds, steps=args.steps,
-                    data_diameter=model.metadata.get("scale", {}).get("data_diameter"))
-        forest = score_forest(images, labels, dense, val, kind)
-        out[protocol] = {"unet": unet, "rf": forest}
-        log(kind.name, protocol, "unet", unet, "rf", forest)
+        out[protocol] = {}
+        for n_classes in args.classes:
+            method = "unet" if n_classes == 2 else f"unet{n_classes}"
+            out[protocol][method] = train_and_score(n_classes, images, labels, dense, val,
+                                                    kind, args)
+            log(kind.name, protocol, method, out[protocol][method])
+        if not args.no_forest:
+            out[protocol]["rf"] = score_forest(images, labels, dense, val, kind)
+            log(kind.name, protocol, "rf", out[protocol]["rf"])
     return out
+
+
+def train_and_score(n_classes, images, labels, dense, val, kind: Kind, args) -> dict:
+    """A new default network (``n_classes`` 2, or 3 with the border class), trained and scored."""
+    config = {**DEFAULT_CONFIG, "in_channels": 3 if kind.rgb else 1, "n_classes": n_classes}
+    model = UNet(**config)
+    t0 = time.perf_counter()
+    train_to_completion(model, images, labels, steps=args.steps, dense=dense, seed=args.seed,
+                        channel_axis=-1 if kind.rgb else None, device="cpu")
+    seconds = time.perf_counter() - t0
+    result = score_unet(model, val, kind)
+    result.update(train_seconds=seconds, steps=args.steps,
+                  data_diameter=model.metadata.get("scale", {}).get("data_diameter"))
+    return result
 
 
 def main() -> None:
@@ -200,6 +211,10 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--protocols", nargs="+", default=["dense-3", "sparse-10"])
     parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--classes", type=int, nargs="+", default=[2, 3],
+                        help="network outputs: 2 (background, cell), 3 (+ cell border)")
+    parser.add_argument("--no-forest", action="store_true")
+    parser.add_argument("--no-start", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-val", type=int, default=20)
     parser.add_argument("--max-train", type=int, default=12)

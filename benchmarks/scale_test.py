@@ -37,13 +37,13 @@ def accuracy(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(average_precision(pred, gt, (0.5,))[0.5])
 
 
-def run(n: int, scales: list[float], root: Path | None) -> dict:
+def run(n: int, scales: list[float], root: Path | None, methods: list[str]) -> dict:
     """Scores per scale and method, with the estimated diameters."""
     model = load_pretrained()
     val = P.validation_set(n, root=root)
     out: dict = {}
     for s in scales:
-        rows = {"native": [], "auto": [], "true": []}
+        rows = {m: [] for m in methods}
         ratio = []
         t0 = time.perf_counter()
         for sample in val:
@@ -52,12 +52,15 @@ def run(n: int, scales: list[float], root: Path | None) -> dict:
             gt = resample(sample.labels, shape, order=0)
             true_d = object_diameter(gt)
             for method, diameter in (("native", None), ("auto", "auto"), ("true", true_d)):
+                if method not in methods:
+                    continue
                 seg = segment(model, image, diameter=diameter, device="cpu")
                 rows[method].append(accuracy(seg.instances, gt))
                 if method == "auto":
                     ratio.append(model_d_image(seg.factor, true_d))
         out[str(s)] = {m: float(np.mean(v)) for m, v in rows.items()}
-        out[str(s)]["auto_diameter_ratio_median"] = float(np.median(ratio))
+        if ratio:
+            out[str(s)]["auto_diameter_ratio_median"] = float(np.median(ratio))
         out[str(s)]["seconds"] = time.perf_counter() - t0
         print(s, json.dumps(out[str(s)]), "load", os.getloadavg()[0], flush=True)
     return out
@@ -76,9 +79,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12, help="validation images (fixed subset)")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
     parser.add_argument("--data", type=Path, help="dsb2018 folder (default ../shared/data)")
+    parser.add_argument("--methods", nargs="+", default=["native", "auto", "true"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = run(args.n, args.scales, args.data)
+    result = run(args.n, args.scales, args.data, args.methods)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -1,4 +1,4 @@
-"""Headless command line: ``napari-unet train | predict | evaluate``.
+"""Headless command line: ``napari-unet train | predict | export | evaluate``.
 
 Exit codes: 0 ok; 2 usage (argparse); 3 missing input file, an output that exists without
 ``--overwrite``, or an output that cannot be written (checked before any work); 4 unreadable
@@ -68,11 +68,15 @@ def _model_path(name_or_path: str | Path) -> Path:
 
 
 def _load_model(path: str | Path) -> Any:
+    """A checkpoint, a shipped model's name or a bioimage.io package (.zip) exported by us."""
+    from .core.bioimageio import is_package, load_package
     from .core.checkpoint import load_model
 
     path = _model_path(path)
     if not path.exists():
         raise CliError(EXIT_FILE, f"model not found: {path}")
+    if path.suffix.lower() == ".zip" or is_package(path):
+        return load_package(path)  # CheckpointError -> exit 4 in main()
     return load_model(path)  # CheckpointError -> exit 4 in main()
 
 
@@ -256,9 +260,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.seed is not None:
         torch.manual_seed(args.seed)
     if args.from_model:
-        arch = [n for n in ("depth", "width", "padding") if getattr(args, n) is not None]
+        arch = [n for n in ("depth", "width", "padding", "border_class") if getattr(args, n)]
         if arch:
-            raise CliError(EXIT_USAGE, f"--{arch[0]} cannot change a model given with --from")
+            flag = arch[0].replace("_", "-")
+            raise CliError(EXIT_USAGE, f"--{flag} cannot change a model given with --from")
         model = _load_model(args.from_model)
         if args.lr is None:
             args.lr = FINE_TUNE_LEARNING_RATE
@@ -272,6 +277,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             config["padding"] = args.padding
         if channel_axis is not None:
             config["in_channels"] = int(images[0].shape[channel_axis])
+        if args.border_class:
+            config["n_classes"] = 3
         model = UNet(**config)
     settings: dict[str, Any] = {
         "dense": args.dense_labels,
@@ -395,6 +402,31 @@ def _check_zarr(path: Path) -> None:
         read_image(path)
     except ValueError as error:
         raise CliError(EXIT_UNREADABLE, str(error)) from None
+
+
+# ----------------------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Write a bioimage.io model package (.zip) of a checkpoint, atomically."""
+    from .core.bioimageio import export_package
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".zip":
+        raise CliError(EXIT_USAGE, f"--out {out}: a bioimage.io package is a .zip file")
+    _check_out_file(out, args.overwrite)
+    model = _load_model(args.model)
+    sample = _read(args.sample, "sample image") if args.sample else None
+    try:
+        export_package(
+            model, out, sample=sample, channel_axis=args.channel_axis,
+            conversion=args.conversion, name=args.name, authors=args.author,
+            license=args.license, overwrite=args.overwrite,
+        )
+    except FileExistsError:
+        raise CliError(EXIT_FILE, f"{out} already exists; pass --overwrite to replace it") from None
+    except OSError as error:
+        raise CliError(EXIT_FILE, f"cannot write {out}: {error.strerror or error}") from None
+    print(f"saved {out}", file=sys.stderr)
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -549,7 +581,7 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``napari-unet`` argument parser (subcommands train, predict, evaluate)."""
+    """The ``napari-unet`` argument parser (subcommands train, predict, export, evaluate)."""
     parser = argparse.ArgumentParser(
         prog=PROG, description="Train, apply and evaluate U-Net segmentation without a GUI."
     )
@@ -592,6 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--depth", type=_positive_int)
     t.add_argument("--width", type=_positive_int, help="channels of the first level")
     t.add_argument("--padding", choices=["valid", "same"])
+    t.add_argument(
+        "--border-class", action="store_true",
+        help="a 3-class network (background, cell, cell border) that splits touching cells "
+        "where it sees their border",
+    )
     _add_image_options(t)
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=_cmd_train)
@@ -640,6 +677,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler address")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_predict)
+
+    x = sub.add_parser("export", help="write a model as a bioimage.io model package (.zip)")
+    x.add_argument("model", metavar="MODEL", help="checkpoint, or 'nuclei' for the shipped model")
+    x.add_argument("--out", required=True, metavar="NAME.zip", help="package file to write")
+    x.add_argument(
+        "--sample", metavar="IMAGE",
+        help="image for the package's test tensors and cover (default: synthetic cells)",
+    )
+    x.add_argument("--channel-axis", type=int, help="channel axis of --sample (RGB: -1)")
+    x.add_argument("--conversion", choices=CONVERSIONS,
+                   help="colour to one channel for a 1-channel model (default: the model's)")
+    x.add_argument("--name", help="model name (default: from the model or the file name)")
+    x.add_argument("--author", action="append", metavar="NAME",
+                   help="an author (repeat for several; default: the model's)")
+    x.add_argument("--license", metavar="SPDX",
+                   help="SPDX license id (default: the model's, else CC-BY-4.0)")
+    x.add_argument("--overwrite", action="store_true")
+    x.set_defaults(func=_cmd_export)
 
     e = sub.add_parser("evaluate", help="compare predicted with ground-truth label images")
     e.add_argument("pred_dir", metavar="PRED_DIR")

@@ -146,3 +146,49 @@ def test_threshold_defaults_to_the_models_calibrated_one():
     assert model_threshold(model) == 0.8
     model.metadata["threshold"] = 0.3
     assert model_threshold(model) == 0.3
+
+
+def test_border_class_marks_where_cells_meet():
+    from napari_unet.core.training import class_target
+
+    labels = np.zeros((12, 12), np.int32)
+    labels[2:10, 2:6] = 1
+    labels[2:10, 6:10] = 2
+    target = class_target(labels, 3)
+    assert set(np.unique(target)) == {0, 1, 2}
+    assert np.all(target[4:8, 5:7] == 2)  # the shared edge, both sides
+    assert np.all(target[4:8, 3] == 1) and target[0, 0] == 0
+    assert np.array_equal(class_target(labels, 2), (labels > 0).astype(np.int64))
+
+
+def test_interior_seeds_split_touching_irregular_cells():
+    from napari_unet.core.instances import label_instances, label_with_interior
+
+    # two touching L-shaped cells: one foreground blob, two interiors apart by a border
+    truth = np.zeros((60, 60), np.int32)
+    truth[10:50, 10:20] = 1
+    truth[40:50, 20:45] = 1
+    truth[10:40, 20:30] = 2
+    truth[10:20, 30:50] = 2
+    fg = (truth > 0).astype(np.float32)
+    interior = np.zeros_like(fg)
+    for k in (1, 2):
+        cell = truth == k
+        from scipy import ndimage as ndi
+
+        interior[ndi.binary_erosion(cell, iterations=2)] = 1.0
+    labels = label_with_interior(fg, interior, 0.5, 20)
+    assert labels.max() == 2
+    for k in (1, 2):
+        ids, counts = np.unique(labels[truth == k], return_counts=True)
+        assert counts.max() / counts.sum() > 0.9
+    assert label_instances(fg, 0.5, 20, split_touching=False).max() == 1
+
+
+def test_three_class_network_trains_and_segments():
+    image, labels = make_cells((96, 96), n_cells=6, seed=3)
+    model = UNet(n_classes=3, depth=1, base_channels=4)
+    train_to_completion(model, image, labels, steps=2, dense=True, seed=0, patch_size=32)
+    seg = segment(model, image)
+    assert seg.interior is not None and seg.interior.shape == image.shape
+    assert seg.instances.shape == image.shape

@@ -93,7 +93,7 @@ def test_click_adds_missed_cell_and_undo_reverts(setup, scene):
     added = layer.data >= 2
     assert np.unique(layer.data).tolist() == [0, 1, 2]
     iou = (added & cell).sum() / (added | cell).sum()
-    assert iou > 0.6, iou
+    assert iou >= 0.8, iou  # the cell's own boundary (0.95 here)
     # a background ring around it (its border), off the predicted objects
     ring = layer.data == 1
     near = ndi.binary_dilation(added, iterations=BACKGROUND_RING_PX) & ~added
@@ -231,3 +231,55 @@ def test_corrections_then_retrain_changes_prediction(setup, scene, qtbot):
     after = viewer.layers["img probability"].data
     assert after.shape == before.shape and not np.allclose(after, before)
     assert widget.corrections == 0 and widget.worker is None
+
+
+def test_retrain_shows_progress_and_cancel_keeps_the_last_step(setup, scene, qtbot):
+    """Retrain runs like Train: progress bar, live loss and Cancel; a cancelled retrain keeps
+    the model of its last finished step, predicts with it and gives the buttons back."""
+    import torch
+
+    from napari_unet.core.model import UNet
+    from napari_unet.widgets._session import get_session
+    from napari_unet.widgets.train import TrainWidget
+
+    viewer, widget, layer = setup
+    train_widget = TrainWidget(viewer)
+    torch.manual_seed(0)
+    session = get_session(viewer)
+    old_model = UNet(in_channels=1, depth=2, base_channels=4, padding="same")
+    session.set_model(old_model, "new")
+    session.train_settings.update(patch_size=32, batch_size=2, learning_rate=1e-2, seed=0)
+    before = viewer.layers["img probability"].data.copy()
+    _click(layer, _centre(scene["truth"] == scene["missed"]))
+    _click(layer, _centre(scene["false_pos"]), ["Alt"])
+    results = []
+    worker = widget.retrain(steps=100_000, start=False, on_finished=results.append)
+    assert worker is not None
+    assert widget._cancel_button.enabled and not widget._retrain_button.enabled
+    assert not train_widget.train_button.isEnabled()
+    assert "Retrain (Annotate)" in train_widget.train_button.toolTip()
+    display = widget._display
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+        qtbot.waitUntil(lambda: len(display.loss_plot.values) >= 2, timeout=60_000)
+        assert display.progress_bar.maximum() == 100_000
+        assert display.progress_bar.value() >= 2 and "step" in display.status.text()
+        widget.cancel()
+        assert not widget._cancel_button.enabled
+    qtbot.waitUntil(lambda: bool(results), timeout=60_000)  # the prediction has finished too
+    steps = len(display.loss_plot.values)
+    assert results == [False] and 2 <= steps < 100_000
+    assert display.progress_bar.value() == steps
+    assert session.model is not old_model
+    assert session.source == f"trained (stopped at step {steps})"
+    assert session.model.metadata["training"]["steps_completed"] == steps
+    changed = [not torch.equal(value, old_model.state_dict()[name])
+               for name, value in session.model.state_dict().items()
+               if value.is_floating_point()]
+    assert any(changed)
+    after = viewer.layers["img probability"].data
+    assert after.shape == before.shape and not np.allclose(after, before)  # predicted
+    assert f"cancelled at step {steps}" in display.status.text()
+    assert widget._retrain_button.enabled and not widget._cancel_button.enabled
+    assert train_widget.train_button.isEnabled() and widget.worker is None
+    assert widget.corrections == 2  # not fully retrained: the corrections still count

@@ -54,3 +54,19 @@ def test_smoothed_curve_stays_within_the_data(qapp, losses):
         assert np.isclose(plot.smoothed[0], losses[0])
     finally:
         plot.deleteLater()
+
+
+def test_training_display_shows_a_run(qtbot):
+    from napari_unet.widgets.loss_plot import TrainingDisplay
+
+    display = TrainingDisplay()
+    qtbot.addWidget(display)
+    display.show_step(1, 10, 0.5, "old run")
+    display.begin(40, "starting")
+    assert display.loss_plot.values == [] and display.progress_bar.value() == 0
+    assert display.progress_bar.maximum() == 40 and display.status.text() == "starting"
+    display.show_step(3, 40, 0.25, "step 3/40")
+    assert display.progress_bar.value() == 3 and display.loss_plot.values == [0.25]
+    display.set_status("predicting")
+    assert display.status.text() == "predicting"
+    display.grab()

@@ -8,11 +8,11 @@ import pytest
 from napari_unet.core import tiling
 from napari_unet.core.checkpoint import save_model
 from napari_unet.core.model import UNet
+from napari_unet.core.segment import prepare_image
 from napari_unet.core.synthetic import make_cells
 from napari_unet.widgets import _notify
 from napari_unet.widgets._layers import add_or_update_labels, image_layer_data
 from napari_unet.widgets._session import get_session
-from napari_unet.core.segment import prepare_image
 from napari_unet.widgets.predict import PredictWidget, predict_layer
 
 

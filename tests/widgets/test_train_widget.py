@@ -377,3 +377,116 @@ def test_fine_tunes_the_shipped_starting_model_by_default(make_napari_viewer, qt
         for name, value in tuned.state_dict().items()
         if value.is_floating_point()
     )
+
+
+# -- one training at a time (issue 13) ----------------------------------------------------------
+def test_session_allows_one_training_at_a_time():
+    from napari_unet.widgets._session import ModelSession, TrainingBusyError
+
+    session = ModelSession()
+    seen: list[object] = []
+    session.training_changed.connect(seen.append)
+    assert session.busy_message() is None
+    session.begin_training("Train U-Net")
+    with pytest.raises(TrainingBusyError, match="Train U-Net is already training"):
+        session.begin_training("Retrain (Annotate)")
+    assert "cancel it there" in session.busy_message()
+    session.end_training("Retrain (Annotate)")  # not the holder: nothing happens
+    assert session.training == "Train U-Net"
+    session.end_training("Train U-Net")
+    assert session.training is None and seen == ["Train U-Net", None]
+
+
+def test_train_and_retrain_exclude_each_other(make_napari_viewer, qtbot, errors, monkeypatch):
+    """While Train runs, Retrain is disabled (tooltip says why) and refused in the engine layer,
+    and the other way round; both come back when the run ends."""
+    from napari_unet.widgets._session import TrainingBusyError
+    from napari_unet.widgets.annotate import AnnotateWidget
+
+    warnings_seen: list[str] = []
+    monkeypatch.setattr(_notify, "notify_warning", warnings_seen.append)
+    viewer = _viewer_with_cells(make_napari_viewer)
+    widget = _tiny_widget(viewer, steps=2)
+    annotate = AnnotateWidget(viewer)
+    session = get_session(viewer)
+
+    worker = widget.start_training(start=False)
+    assert worker is not None and session.training == train_mod.TRAIN_OWNER
+    assert not widget.train_button.isEnabled() and widget.cancel_button.isEnabled()
+    assert not annotate._retrain_button.enabled
+    assert "Train U-Net is already training" in annotate._retrain_button.tooltip
+    assert retrain(viewer, viewer.layers["img"], viewer.layers["lab"], dense=True) is None
+    assert "Train U-Net is already training" in warnings_seen[-1]
+    with pytest.raises(TrainingBusyError):
+        _training_run.TrainingRun(viewer, UNet(**TINY), [], [], TrainConfig(steps=1))
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert session.training is None and widget.train_button.isEnabled()
+    assert annotate._retrain_button.enabled
+
+    # and the other way round: a retrain disables Train and refuses start_training
+    worker = retrain(viewer, viewer.layers["img"], viewer.layers["lab"], dense=True, steps=2,
+                     start=False)
+    assert worker is not None and session.training == train_mod.RETRAIN_OWNER
+    assert not widget.train_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert "Retrain (Annotate) is already training" in widget.train_button.toolTip()
+    assert "Retrain (Annotate)" in widget.status.text()
+    assert widget.start_training() is None and not widget.busy
+    assert "Retrain (Annotate) is already training" in warnings_seen[-1]
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+    qtbot.waitUntil(lambda: session.training is None, timeout=60_000)
+    assert widget.train_button.isEnabled() and widget.status.text() == ""
+    assert errors == []
+
+
+def test_retrain_after_only_removals_does_not_warn(make_napari_viewer, qtbot, errors,
+                                                   monkeypatch):
+    """Removed objects alone (only background painted) with a trained model: the unlabeled
+    pixels keep the model's answer, so neither the GUI-thread check nor the worker warns that
+    "the network only sees background"; other data warnings are not repeated by the worker."""
+    warnings_seen: list[str] = []
+    monkeypatch.setattr(_notify, "notify_warning", warnings_seen.append)
+    viewer = _viewer_with_cells(make_napari_viewer)
+    cells = viewer.layers["lab"].data
+    viewer.add_labels(np.where(cells == cells.max(), 1, 0), name="removed")
+    session = get_session(viewer)
+    trained = UNet(**TINY)
+    trained.metadata = {"training": {"steps": 10}}
+    session.set_model(trained, "trained")
+    session.train_settings = {"batch_size": 2, "patch_size": 32, "device": "cpu"}
+    from napari.utils.notifications import notification_manager
+
+    relayed: list[tuple] = []  # what napari's own relay of worker warnings would show
+    monkeypatch.setattr(notification_manager, "receive_warning", lambda *a: relayed.append(a))
+    worker = retrain(viewer, viewer.layers["img"], viewer.layers["removed"], steps=2,
+                     start=False)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+    qtbot.waitUntil(lambda: session.training is None, timeout=60_000)
+    assert errors == [] and session.model is not trained
+    assert not [m for m in warnings_seen if "only sees" in m], warnings_seen
+    assert all("only sees" not in str(args[0]) for args in relayed)
+
+    # without a trained model one class is not enough: an error, as before
+    session.set_model(UNet(**TINY), "new")
+    assert retrain(viewer, viewer.layers["img"], viewer.layers["removed"]) is None
+    assert "no cells labeled" in errors[-1]
+
+
+def test_worker_does_not_repeat_the_data_warnings(make_napari_viewer, qtbot, errors,
+                                                  monkeypatch):
+    """train() repeats collect_training_data's checks in the worker: shown once, not twice."""
+    warnings_seen: list[str] = []
+    monkeypatch.setattr(_notify, "notify_warning", warnings_seen.append)
+    viewer = _viewer_with_cells(make_napari_viewer)
+    viewer.add_image(np.full((96, 96), 0.5, np.float32), name="flat")
+    get_session(viewer).train_settings = {"batch_size": 2, "patch_size": 32, "device": "cpu",
+                                          "augment": False}
+    worker = retrain(viewer, viewer.layers["flat"], viewer.layers["lab"], dense=True, steps=1,
+                     start=False)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+    qtbot.waitUntil(lambda: get_session(viewer).training is None, timeout=60_000)
+    assert [m for m in warnings_seen if "constant" in m] == ["flat: the image is constant"]

@@ -109,7 +109,12 @@ def _median_diameter(objects: np.ndarray) -> float | None:
     ids = objects[objects > 0]
     if ids.size == 0:
         return None
-    _, areas = np.unique(ids, return_counts=True)
+    top = int(ids.max())
+    if ids.dtype.kind in "iu" and top <= 4 * ids.size:  # linear time: no sort per click
+        areas = np.bincount(ids.astype(np.intp, copy=False), minlength=top + 1)[1:]
+        areas = areas[areas > 0]
+    else:
+        _, areas = np.unique(ids, return_counts=True)
     return float(np.median(np.sqrt(4.0 * areas / np.pi)))
 
 
@@ -143,16 +148,15 @@ def grow_cell(
     if max_radius is not None and max_radius < 1:
         raise ValueError(f"max_radius must be >= 1, got {max_radius}")
     pt = _point(point, shape)
-    free = _free_mask(labels, shape, dense)
-    if not free[pt]:
-        return np.zeros(shape, dtype=bool)
     d = float(diameter) if diameter else expected_diameter(labels=labels, dense=dense)
     radius = int(max_radius) if max_radius is not None else max(3, round(DISC_DIAMETERS * d))
     win = _window(shape, pt, int(np.ceil(max(radius, d) + d / 2)))
     local = tuple(p - s.start for p, s in zip(pt, win, strict=True))
+    allowed = _free_mask(labels, shape, dense, win)
+    if not allowed[local]:
+        return np.zeros(shape, dtype=bool)
     yy, xx = np.ogrid[win[0], win[1]]
     disc = (yy - pt[0]) ** 2 + (xx - pt[1]) ** 2 <= radius**2
-    allowed = free[win]
     click_t = CLICK_PROBABILITY if threshold is None else float(threshold)
     if prob is not None and prob[pt] > click_t:
         region = _probability_cell(prob[win].astype(np.float32), local, d, allowed, click_t)
@@ -183,14 +187,15 @@ def _grow_inputs(source: np.ndarray, image: np.ndarray | None) -> tuple[np.ndarr
     return src, img
 
 
-def _free_mask(labels: np.ndarray | None, shape: tuple[int, ...], dense: bool) -> np.ndarray:
-    """Where a grown cell may go: everywhere, or off the cells of ``labels``."""
+def _free_mask(labels: np.ndarray | None, shape: tuple[int, ...], dense: bool,
+               win: tuple[slice, ...]) -> np.ndarray:
+    """Where in window ``win`` a grown cell may go: everywhere, or off the cells of ``labels``."""
     if labels is None:
-        return np.ones(shape, dtype=bool)
+        return np.ones(tuple(s.stop - s.start for s in win), dtype=bool)
     lab = np.asarray(labels)
     if lab.shape != shape:
         raise ValueError(f"labels shape {lab.shape} does not match source shape {shape}")
-    return _free(lab, dense)
+    return _free(lab[win], dense)
 
 
 def _probability_cell(

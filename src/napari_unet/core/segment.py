@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, label_instances
+from .instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, label_instances, label_with_interior
 from .normalize import to_channels_first
 from .scale import (
     MAX_FACTOR,
@@ -42,6 +42,7 @@ __all__ = [
     "min_size_for",
     "model_threshold",
     "predict_foreground",
+    "predict_maps",
     "prepare_image",
     "segment",
     "to_single_channel",
@@ -56,6 +57,8 @@ _SEARCH_SIDE = 512
 _MIN_OBJECTS = 3
 # Weight of the ambiguity against the log-size miss when choosing the scale.
 _AMBIGUITY = 0.3
+# Weight of the cell area lost (log of the fraction of the largest over the factors tried).
+_LOST = 0.5
 # An estimated size within this factor of the model's own is taken as equal (no resampling).
 _AUTO_SNAP = 1.5
 
@@ -154,26 +157,31 @@ def prepare_image(
     return arr, channel_axis
 
 
-def _cell_probability(probs: np.ndarray) -> np.ndarray:
-    cls = 1 if probs.shape[-3] > 1 else 0
-    return np.ascontiguousarray(np.take(probs, cls, axis=-3), dtype=np.float32)
+def _maps(probs: np.ndarray) -> np.ndarray:
+    """``(..., k, Y, X)``: cell probability (1 - background), and for a 3-class network also
+    the cell-interior probability (k = 2)."""
+    cell = 1.0 - np.take(probs, 0, axis=-3)
+    if probs.shape[-3] < 3:
+        return np.ascontiguousarray(cell[..., None, :, :], dtype=np.float32)
+    return np.ascontiguousarray(np.stack([cell, np.take(probs, 1, axis=-3)], axis=-3),
+                                dtype=np.float32)
 
 
 def _predict_at(
     model: Any, image: np.ndarray, channel_axis: int | None, factor: float, **kw: Any
 ) -> np.ndarray:
-    """Cell probability of ``image`` predicted at ``factor``, on the image's own grid."""
+    """:func:`_maps` of ``image`` predicted at ``factor``, on the image's own grid."""
     from .tiling import predict_tiled
 
     if factor == 1.0:
-        return _cell_probability(predict_tiled(model, image, channel_axis=channel_axis, **kw))
+        return _maps(predict_tiled(model, image, channel_axis=channel_axis, **kw))
     shape = image.shape[-2:]
     small = resample(image, scaled_shape(shape, factor))
-    fg = _cell_probability(predict_tiled(model, small, channel_axis=channel_axis, **kw))
-    return np.clip(resample(fg, shape), 0.0, 1.0)
+    maps = _maps(predict_tiled(model, small, channel_axis=channel_axis, **kw))
+    return np.clip(resample(maps, shape), 0.0, 1.0)
 
 
-def predict_foreground(
+def predict_maps(
     model: Any,
     image: Any,
     *,
@@ -184,11 +192,13 @@ def predict_foreground(
     device: str = "auto",
     progress: Callable[[int, int], Any] | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> tuple[np.ndarray, float]:
-    """Cell probability ``(..., Y, X)`` of a prepared image, and the resampling factor used.
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """``(cell probability, interior probability or None, factor)`` of a prepared image.
 
-    ``diameter``: the objects' size in this image (pixels); None: the size in the model's own
-    training data (no resampling for a model without one); ``"auto"``: estimated.
+    Maps are ``(..., Y, X)`` on the image's grid; the interior map exists for 3-class
+    (border-aware) networks.  ``diameter``: the objects' size in this image (pixels); None: the
+    size in the model's own training data (no resampling for a model without one); ``"auto"``:
+    estimated.
     """
     kw = dict(tile_size=tile_size, batch_size=batch_size, device=device)
     if isinstance(diameter, str):
@@ -200,7 +210,14 @@ def predict_foreground(
             factor = 1.0  # within the estimate's error: predict the image as it is
     else:
         factor = scale_factor(model, diameter)
-    fg = _predict_at(model, image, channel_axis, factor, progress=progress, cancel=cancel, **kw)
+    maps = _predict_at(model, image, channel_axis, factor, progress=progress, cancel=cancel, **kw)
+    interior = maps[..., 1, :, :] if maps.shape[-3] > 1 else None
+    return maps[..., 0, :, :], interior, factor
+
+
+def predict_foreground(model: Any, image: Any, **kw: Any) -> tuple[np.ndarray, float]:
+    """``(cell probability, factor)``: :func:`predict_maps` without the interior map."""
+    fg, _, factor = predict_maps(model, image, **kw)
     return fg, factor
 
 
@@ -230,40 +247,48 @@ def estimate_diameter(
     """
     plane = _first_plane(np.asarray(image), channel_axis)
     target = model_diameter(model)
-    found: list[tuple[float, float]] = []  # (score, diameter in image px)
-    for factor in _SEARCH_FACTORS:
-        measured = _objects_at(model, plane, channel_axis, factor, **kw)
-        if measured is not None:
-            size, ambiguity = measured
-            found.append((abs(float(np.log(size / target))) + _AMBIGUITY * ambiguity,
-                          size / factor))
+    measured = [(f, _objects_at(model, plane, channel_axis, f, **kw)) for f in _SEARCH_FACTORS]
+    measured = [(f, m) for f, m in measured if m is not None]
+    most = max((m[2] for _, m in measured), default=0.0)
+    found = [
+        (_scale_score(size, target, ambiguity, cover, most), size / f)
+        for f, (size, ambiguity, cover) in measured
+        if size is not None
+    ]
     if not found:
         return data_diameter(model) or target
     estimate = min(found)[1]
     return float(np.clip(estimate, target / MAX_FACTOR, target * MAX_FACTOR))
 
 
+def _scale_score(size: float, target: float, ambiguity: float, cover: float,
+                 most: float) -> float:
+    """Lower is better: log-size miss, plus ambiguity, plus foreground lost to the scale."""
+    lost = max(0.0, -float(np.log(max(cover, 1e-4) / max(most, 1e-4))))
+    return abs(float(np.log(size / target))) + _AMBIGUITY * ambiguity + _LOST * lost
+
+
 def _objects_at(
     model: Any, plane: np.ndarray, channel_axis: int | None, factor: float, **kw: Any
-) -> tuple[float, float] | None:
-    """(median object diameter, ambiguity) in a centre crop resampled by ``factor``.
+) -> tuple[float | None, float, float] | None:
+    """(median object diameter, ambiguity, cell fraction) of a crop resampled by ``factor``.
 
     Ambiguity is the area of undecided probability (0.2-0.8) per area of confident cell: a
     network shown objects far larger than it knows breaks them into pieces of its own size,
-    with undecided interiors, and one shown far smaller ones blurs them; both raise it.
+    with undecided interiors and less area called cell, and one shown far smaller ones blurs
+    them; both raise it.  None when the crop would be too small at this factor.
     """
     crop = _centre_crop(plane, int(_SEARCH_SIDE / factor))
     shape = scaled_shape(crop.shape, factor)
     if min(shape) < 32:
         return None
-    fg = _predict_at(model, resample(crop, shape), channel_axis, 1.0, **kw)
+    fg = _predict_at(model, resample(crop, shape), channel_axis, 1.0, **kw)[..., 0, :, :]
     threshold = model_threshold(model)
     objects = label_instances(fg, threshold, DEFAULT_MIN_SIZE)
     size = object_diameter(objects) if objects.max() >= _MIN_OBJECTS else None
-    if size is None:
-        return None
+    cover = float(np.mean(fg > threshold))
     undecided = float(np.mean((fg > 0.2) & (fg < 0.8)))
-    return size, undecided / max(float(np.mean(fg > threshold)), 1e-3)
+    return size, undecided / max(cover, 1e-3), cover
 
 
 def model_threshold(model: Any) -> float:
@@ -287,16 +312,31 @@ class Segmentation:
     factor: float
     threshold: float
     min_size: int
+    interior: np.ndarray | None = None
 
 
 def label_probability(
-    fg: np.ndarray, threshold: float, min_size: int
+    fg: np.ndarray, threshold: float, min_size: int, interior: np.ndarray | None = None
 ) -> np.ndarray:
-    """Instances of a 2D cell-probability map, or of every 2D plane of a stack."""
-    if fg.ndim == 2:
-        return label_instances(fg, threshold, min_size)
-    flat = fg.reshape((-1, *fg.shape[-2:]))
-    return label_instances(flat, threshold, min_size, stack=True).reshape(fg.shape)
+    """Instances of a 2D cell-probability map, or of every 2D plane of a stack.
+
+    With ``interior`` (a 3-class network) cells are split where the network saw their border
+    (:func:`~.instances.label_with_interior`), else by the distance transform.
+    """
+    if interior is None:
+        if fg.ndim == 2:
+            return label_instances(fg, threshold, min_size)
+        flat = fg.reshape((-1, *fg.shape[-2:]))
+        return label_instances(flat, threshold, min_size, stack=True).reshape(fg.shape)
+    planes = fg.reshape((-1, *fg.shape[-2:]))
+    inner = interior.reshape(planes.shape)
+    out = np.zeros(planes.shape, dtype=np.int32)
+    offset = 0
+    for z in range(planes.shape[0]):
+        lab = label_with_interior(planes[z], inner[z], threshold, min_size)
+        out[z] = np.where(lab > 0, lab + offset, 0)
+        offset += int(lab.max())
+    return out.reshape(fg.shape)
 
 
 def segment(
@@ -313,11 +353,11 @@ def segment(
     """Predict and label ``image`` (raw: it is prepared here) at the model's object scale.
 
     ``threshold`` None: the model's calibrated one; ``min_size`` None: ``DEFAULT_MIN_SIZE``
-    at the network's scale, converted to image pixels.  ``kw`` go to :func:`predict_foreground`.
+    at the network's scale, converted to image pixels.  ``kw`` go to :func:`predict_maps`.
     """
     arr, axis = prepare_image(image, channel_axis, model, conversion)
-    fg, factor = predict_foreground(model, arr, channel_axis=axis, diameter=diameter, **kw)
+    fg, interior, factor = predict_maps(model, arr, channel_axis=axis, diameter=diameter, **kw)
     threshold = model_threshold(model) if threshold is None else float(threshold)
     min_size = min_size_for(factor) if min_size is None else int(min_size)
-    return Segmentation(fg, label_probability(fg, threshold, min_size), factor, threshold,
-                        min_size)
+    labels = label_probability(fg, threshold, min_size, interior)
+    return Segmentation(fg, labels, factor, threshold, min_size, interior)

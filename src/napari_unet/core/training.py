@@ -448,6 +448,7 @@ class _PatchSampler:
         self.out_shape = out_shape
         self.offset = ((in_shape[0] - out_shape[0]) // 2, (in_shape[1] - out_shape[1]) // 2)
         self.rng = rng
+        self.n_classes = 2
         self.fg_counts = np.array([s.fg.size for s in slices], dtype=np.float64)
         self.bg_counts = np.array([s.bg.size for s in slices], dtype=np.float64)
 
@@ -494,12 +495,28 @@ class _PatchSampler:
             weights = weights[py : py + oh, px : px + ow]
             if weights.any():  # an augmented patch can lose its labeled pixels; draw again
                 break
-        target = (instances[py : py + oh, px : px + ow] > 0).astype(np.int64)
+        target = class_target(instances, int(self.n_classes))[py : py + oh, px : px + ow]
         return np.ascontiguousarray(image, dtype=np.float32), target, weights
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         patches = [self.sample() for _ in range(n)]
         return tuple(torch.from_numpy(np.stack(p)) for p in zip(*patches, strict=True))
+
+
+def class_target(instances: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-pixel class: 0 background, 1 cell; with 3 classes, 2 = the cell's 1 px border.
+
+    The border class marks where a cell meets anything else (another cell or background), so a
+    3-class network predicts what separates touching cells, not only where cells are.
+    """
+    cells = instances > 0
+    target = cells.astype(np.int64)
+    if n_classes >= 3:
+        from scipy import ndimage as ndi
+
+        edge = ndi.maximum_filter(instances, 3) != ndi.minimum_filter(instances, 3)
+        target[cells & edge] = 2
+    return target
 
 
 def _lr_factor(step: int, fraction: float, warmup: int) -> float:
@@ -678,6 +695,7 @@ def train(
     in_shape = tuple(model.valid_input_shape((side, side)))
     out_shape = tuple(model.output_shape(in_shape))
     sampler = _PatchSampler(slices, cfg, in_shape, out_shape, rng)
+    sampler.n_classes = int(model.n_classes)
 
     settings = dataclasses.asdict(cfg)
     settings.update(
@@ -833,7 +851,7 @@ def _predicted_cell_prior(model: torch.nn.Module, slices: list[_Slice], device: 
         y0, x0 = max(0, (h - _PRIOR_SIDE) // 2), max(0, (w - _PRIOR_SIDE) // 2)
         crop = s.image[:, y0 : y0 + _PRIOR_SIDE, x0 : x0 + _PRIOR_SIDE]
         crop = crop[0] if crop.shape[0] == 1 else crop
-        maps.append(predict_tiled(model, crop, normalize=False, device=device)[1].ravel())
+        maps.append(1.0 - predict_tiled(model, crop, normalize=False, device=device)[0].ravel())
     p = np.concatenate(maps)
     prior, threshold = 0.5, 0.5
     for _ in range(5):

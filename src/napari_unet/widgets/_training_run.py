@@ -13,7 +13,7 @@ import gc
 import os
 import threading
 import weakref
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +24,13 @@ from napari.qt.threading import create_worker
 from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
 from napari_unet.core.model import DEFAULT_CONFIG, UNet
-from napari_unet.core.training import TrainConfig, TrainProgress, check_label_classes, train
+from napari_unet.core.training import (
+    TrainConfig,
+    TrainProgress,
+    check_label_classes,
+    keeps_unlabeled,
+    train,
+)
 
 from . import _notify
 from ._layers import image_layer_data
@@ -35,6 +41,10 @@ if TYPE_CHECKING:
     import napari
     from napari.qt.threading import GeneratorWorker
 
+
+#: what ``core.labels.validate_pair``'s warnings about labels of one class say; moot when the
+#: unlabeled pixels keep the model's answer (``core.training.keeps_unlabeled``)
+ONE_CLASS_WARNING = "the network only sees"
 
 # Niceness added to the training thread (Linux: per thread) so that, when the CPU is busy, the
 # GUI thread is scheduled first; see benchmarks/bench_responsiveness.py.
@@ -116,7 +126,8 @@ def collect_training_data(
 
     Raises ValueError (message for the user) for shape or channel mismatches, unlabeled data,
     images smaller than the network's field of view or a model with another channel count.
-    ``one_class_ok``: labels of one class suffice (``core.training.keeps_unlabeled``).
+    ``one_class_ok``: labels of one class suffice (``core.training.keeps_unlabeled``); the
+    warnings that the network "only sees" one class are then left out, as they do not hold.
     """
     if not pairs:
         raise ValueError("choose an image layer and a labels layer to train on")
@@ -136,7 +147,8 @@ def collect_training_data(
                 f"image {image_layer.name!r} has {n}; start a new model instead"
             )
         for message in validate_pair(img, lab, dense, in_channels=n, require_labels=False):
-            warnings.append(f"{image_layer.name}: {message}")
+            if not (one_class_ok and ONE_CLASS_WARNING in message):
+                warnings.append(f"{image_layer.name}: {message}")
         for key, value in summarize(lab, dense).items():
             totals[key] += value
         if model is not None and min(lab.shape[-2:]) < field_of_view(model):
@@ -249,7 +261,12 @@ class TrainingRun:
     """One training run: worker, session update, prediction afterwards, viewer-close safety.
 
     ``status`` goes "running" -> "done" | "cancelled" | "failed"; ``busy`` stays True until the
-    follow-up prediction has finished too. ``on_done(run)`` is called once at the very end.
+    follow-up prediction has finished too. ``on_trained(run)`` is called when training stops
+    (before that prediction), ``on_done(run)`` once at the very end.  The run holds the
+    session's training flag (``ModelSession.begin_training``) from creation to the end, so a
+    second run on the same viewer raises ``TrainingBusyError`` instead of training the same
+    model twice.  ``predict_after_cancel``: a cancelled run with finished steps predicts too
+    (Retrain).  ``known_warnings``: data warnings already shown, not repeated from the worker.
     """
 
     def __init__(
@@ -265,13 +282,23 @@ class TrainingRun:
         min_size: int = DEFAULT_MIN_SIZE,
         on_progress: Callable[[TrainProgress], None] | None = None,
         on_done: Callable[[TrainingRun], None] | None = None,
+        on_trained: Callable[[TrainingRun], None] | None = None,
+        owner: str = "Train U-Net",
+        predict_after_cancel: bool = False,
+        known_warnings: Collection[str] = (),
     ) -> None:
+        self._session = get_session(viewer)
+        self._session.begin_training(owner)  # raises TrainingBusyError while another runs
+        self.owner = owner
         self._viewer = weakref.ref(viewer)
         self.model = model
         self.config = config
         self.predict_target = predict_target
         self.threshold, self.min_size = threshold, min_size
-        self.on_progress, self.on_done = on_progress, on_done
+        self.on_progress, self.on_done, self.on_trained = on_progress, on_done, on_trained
+        self.predict_after_cancel = predict_after_cancel
+        self._known_warnings = tuple(known_warnings)
+        self._one_class_ok = keeps_unlabeled(model, config)
         self.status = "running"
         self.busy = True
         self.error: Exception | None = None
@@ -279,8 +306,19 @@ class TrainingRun:
         self.predict_worker = None
         self._viewer_closed = False
         self._gc_frozen = False
-        self._loop = training_loop(model, images, labels, config)
-        loop = self._loop
+        try:
+            self.worker = self._make_worker(training_loop(model, images, labels, config))
+        except BaseException:
+            self._session.end_training(owner)
+            raise
+        self._qt_window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+        if self._qt_window is not None:
+            self._qt_window.destroyed.connect(self.viewer_closed)
+        _ACTIVE_RUNS.add(self)
+
+    def _make_worker(self, loop: Generator[TrainProgress | str, None, int]) -> GeneratorWorker:
+        """The (not started) worker that runs ``loop`` at lower priority with the GC frozen."""
+        self._loop = loop
 
         def run() -> Generator[TrainProgress | str, None, int]:
             self._gc_frozen = True
@@ -288,14 +326,14 @@ class TrainingRun:
             with _lower_thread_priority(WORKER_NICE):
                 return (yield from loop)
 
-        self.worker: GeneratorWorker = create_worker(run, _start_thread=False)
-        self.worker.yielded.connect(self._yielded)
-        self.worker.errored.connect(self._errored)
-        self.worker.finished.connect(self._finished)
-        self._qt_window = getattr(getattr(viewer, "window", None), "_qt_window", None)
-        if self._qt_window is not None:
-            self._qt_window.destroyed.connect(self.viewer_closed)
-        _ACTIVE_RUNS.add(self)
+        worker: GeneratorWorker = create_worker(run, _start_thread=False)
+        worker.yielded.connect(self._yielded)
+        with contextlib.suppress(TypeError, RuntimeError):  # napari's relay, replaced by ours
+            worker.warned.disconnect()
+        worker.warned.connect(self._warned)
+        worker.errored.connect(self._errored)
+        worker.finished.connect(self._finished)
+        return worker
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -320,6 +358,15 @@ class TrainingRun:
         if self.on_progress is not None:
             self.on_progress(item)
 
+    def _warned(self, show_warning_args: tuple) -> None:
+        """Relay a warning from the worker, except repeats of the data checks shown already."""
+        message = str(show_warning_args[0])
+        if self._one_class_ok and ONE_CLASS_WARNING in message:
+            return  # the unlabeled pixels keep the model's answer: one class is enough
+        if any(m == message or m.endswith(f": {message}") for m in self._known_warnings):
+            return  # train() repeats collect_training_data's checks on the same data
+        _notify.notify_warning(message)
+
     def _errored(self, exc: Exception) -> None:
         self.error = exc
         _notify.notify_error(f"Training failed: {exc}")
@@ -341,6 +388,8 @@ class TrainingRun:
             self.status = "cancelled"
         else:
             self.status = "done"
+        if self.on_trained is not None:
+            self.on_trained(self)
         viewer = self._viewer()
         steps = self.last.step if self.last is not None else 0
         if viewer is None or self._viewer_closed or self.status == "failed" or steps == 0:
@@ -353,7 +402,8 @@ class TrainingRun:
             session.set_model(self.model, f"trained (stopped at step {steps})")
             _notify.notify_info(f"Training stopped at step {steps}; the model keeps that step")
         target = self.predict_target
-        if self.status != "done" or target is None or target not in viewer.layers:
+        predict = self.status == "done" or self.predict_after_cancel
+        if not predict or target is None or target not in viewer.layers:
             self._complete()
             return
         self.predict_worker = predict_layer(
@@ -367,5 +417,6 @@ class TrainingRun:
         self.busy = False
         self.predict_worker = None
         _ACTIVE_RUNS.discard(self)
+        self._session.end_training(self.owner)
         if self.on_done is not None:
             self.on_done(self)

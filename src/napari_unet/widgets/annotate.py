@@ -3,17 +3,20 @@
 With "annotation mode" on and the annotation labels layer selected in pan/zoom mode:
 
 * click inside a missed cell: the cell is grown from the click (over the probability map, or the
-  image) and added as a new cell, in the sparse convention with a thin background ring around
-  it (off the predicted objects) so that retraining learns its border, not just "cell";
-* Alt-click or Shift-click on a wrong object: it becomes background (label 1);
+  image where the probability is low; ``core.annotate.grow_cell``, at the scale of the expected
+  cell diameter) and added as a new cell, in the sparse convention with a thin background ring
+  around it (off the predicted objects) so that retraining learns its border, not just "cell";
+* Alt-click or Shift-click on a wrong object: the whole object there (the labeled cell and the
+  predicted instance) becomes background (label 1);
 * Ctrl-click (Cmd on macOS) on a predicted object: it is accepted as a labeled cell.
 
 A click-and-drag still pans the view. Every click is one entry of napari's undo history
 (Ctrl+Z / ``layer.undo()``), and napari's own paint, fill and erase tools keep working (the
 click actions are only active in pan/zoom mode). Retrain takes the annotations as corrections
 of the current model: where nothing is labeled it keeps the model's own answer
-(``core.training.correction_settings``). The logic lives in
-:mod:`napari_unet.core.annotate`.
+(``core.training.correction_settings``). It shows a progress bar and the live loss, Cancel
+stops it within a step (the model keeps that step and predicts), and it excludes Train U-Net
+(one training per viewer at a time). The logic lives in :mod:`napari_unet.core.annotate`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from magicgui.widgets import (
 )
 
 from napari_unet.widgets import _layers, _notify
+from napari_unet.widgets._session import get_session
 from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
+from napari_unet.widgets.loss_plot import TrainingDisplay
 
 if TYPE_CHECKING:
     import napari
@@ -91,9 +96,11 @@ class AnnotateWidget(Container):
             label="probability", choices=lambda _w: layer_choices(self._viewer, "image"),
             nullable=True, tooltip="Cell probability map used to grow clicked cells",
         )
-        self._max_radius = SpinBox(
-            label="max cell radius (px)", value=40, min=3, max=500,
-            tooltip="A grown cell stays within this distance of the click",
+        self._diameter = SpinBox(
+            label="cell diameter (px)", value=0, min=0, max=1000,
+            tooltip="Expected diameter of a cell: a grown cell stays within one diameter of the "
+            "click. 0 = automatic: the median of the predicted cells, else of the labeled "
+            "ones, else 20 px",
         )
         self._dense = CheckBox(
             text="labels are complete (0 = background)", value=False,
@@ -101,35 +108,54 @@ class AnnotateWidget(Container):
         )
         self._mode = CheckBox(text="annotation mode", value=False)
         self._help = Label(value=HELP)
-        self._retrain_button = PushButton(text="Retrain")
-        self._auto = SpinBox(
-            label="retrain after every N corrections", value=0, min=0, max=1000,
-            tooltip="0 = only when Retrain is pressed",
-        )
-        self._count_label = Label(value="")
         super().__init__(widgets=[
             self._image_combo, self._labels_combo, buttons, self._pred_combo, self._prob_combo,
-            self._max_radius, self._dense, self._mode, self._help, self._retrain_button,
-            self._auto, self._count_label,
+            self._diameter, self._dense, self._mode, self._help, *self._retrain_widgets(),
         ])
+        self.native.layout().addWidget(self._display)
         self.corrections = 0
         self.worker: Any = None
+        self._cancellable = False
+        self._outcome = ""
         self._attached: Labels | None = None
+        self._session = get_session(napari_viewer)
+        self._training_changed()
+        self._connect()
+        self._pick_prediction_layers()
+        self._show_count()
 
-        connect_layer_list(napari_viewer, self._layers_changed)
+    def _connect(self) -> None:
+        """Follow the layer list and the session; wire the buttons."""
+        connect_layer_list(self._viewer, self._layers_changed)
+        self._session.training_changed.connect(self._training_changed)
         self._new_button.changed.connect(lambda *_: self.new_annotation_layer(False))
         self._from_pred_button.changed.connect(lambda *_: self.new_annotation_layer(True))
         self._mode.changed.connect(self._update_mode)
         self._labels_combo.changed.connect(self._update_mode)
         self._image_combo.changed.connect(self._pick_prediction_layers)
         self._retrain_button.changed.connect(lambda *_: self.retrain())
-        self._pick_prediction_layers()
-        self._show_count()
+        self._cancel_button.changed.connect(lambda *_: self.cancel())
         self.native.destroyed.connect(self._cleanup)
+
+    def _retrain_widgets(self) -> list[Any]:
+        """Retrain and Cancel, the every-N setting, the count; the progress display (Qt)."""
+        self._retrain_button = PushButton(text="Retrain")
+        self._cancel_button = PushButton(text="Cancel", enabled=False)
+        self._cancel_button.tooltip = "Stop retraining after the current step (kept, predicted)"
+        run_buttons = Container(widgets=[self._retrain_button, self._cancel_button],
+                                layout="horizontal", labels=False)
+        self._auto = SpinBox(
+            label="retrain after every N corrections", value=0, min=0, max=1000,
+            tooltip="0 = only when Retrain is pressed",
+        )
+        self._count_label = Label(value="")
+        self._display = TrainingDisplay()
+        return [run_buttons, self._auto, self._count_label]
 
     def _cleanup(self, *_: Any) -> None:
         """The Qt widget is gone: detach the click callback and stop following the layers."""
         connect_layer_list(self._viewer, self._layers_changed, disconnect=True)
+        self._session.training_changed.disconnect(self._training_changed)
         self._detach()
 
     def _detach(self) -> None:
@@ -261,7 +287,7 @@ class AnnotateWidget(Container):
         self.corrections += 1
         self._show_count()
         auto = int(self._auto.value)
-        if auto > 0 and self.corrections >= auto and self.worker is None:
+        if auto > 0 and self.corrections >= auto and self._session.training is None:
             self.retrain()
         return action
 
@@ -292,7 +318,7 @@ class AnnotateWidget(Container):
             _, value, indices = annotate.accept_object(labels, predicted, yx, dense=dense,
                                                        return_indices=True)
         else:
-            mask = self._grow(labels, yx, lead, data.shape, dense)
+            mask = self._grow(labels, predicted, yx, lead, data.shape, dense)
             new, value, indices = annotate.add_cell(labels, mask, dense=dense,
                                                     return_indices=True)
         if indices[0].size == 0:
@@ -310,8 +336,8 @@ class AnnotateWidget(Container):
         full = tuple(np.full(indices[0].shape, i, dtype=np.intp) for i in lead) + tuple(indices)
         return full, values
 
-    def _grow(self, labels: np.ndarray, yx: tuple[int, int], lead: tuple[int, ...],
-              shape: tuple[int, ...], dense: bool) -> np.ndarray:
+    def _grow(self, labels: np.ndarray, predicted: np.ndarray | None, yx: tuple[int, int],
+              lead: tuple[int, ...], shape: tuple[int, ...], dense: bool) -> np.ndarray:
         from napari_unet.core import annotate
 
         image_layer = self._image_combo.value
@@ -325,14 +351,15 @@ class AnnotateWidget(Container):
                                  f"annotation layer {shape}")
             image = _plane(data, lead).astype(np.float32, copy=False)
         prob = self._plane_of(self._prob_combo.value, shape, lead, "probability")
-        radius = int(self._max_radius.value)
+        diameter = float(self._diameter.value) or annotate.expected_diameter(
+            predicted, labels, dense=dense)
         if prob is not None and image is not None:
-            return annotate.grow_cell(prob, yx, max_radius=radius, labels=labels, image=image,
+            return annotate.grow_cell(prob, yx, diameter=diameter, labels=labels, image=image,
                                       dense=dense)
         source = prob if prob is not None else image
         if source is None:
             raise ValueError("choose an image (or a probability map) to grow cells from")
-        return annotate.grow_cell(source, yx, max_radius=radius, labels=labels, dense=dense)
+        return annotate.grow_cell(source, yx, diameter=diameter, labels=labels, dense=dense)
 
     @staticmethod
     def _plane_of(layer: Any, shape: tuple[int, ...], lead: tuple[int, ...],
@@ -353,9 +380,10 @@ class AnnotateWidget(Container):
                 on_finished: Callable[[bool], None] | None = None) -> Any:
         """Fine-tune the session model on the annotations; returns the training worker.
 
-        ``train.retrain`` predicts the image again afterwards (refreshing the prediction
-        layers) and then calls ``on_finished(ok)``. Returns None (with a notification) when
-        the inputs are missing or invalid, or a training is already running.
+        Progress, loss and Cancel show as in Train U-Net; ``train.retrain`` predicts the image
+        again afterwards (refreshing the prediction layers, after a Cancel too) and then calls
+        ``on_finished(ok)``. Returns None (with a notification) when the inputs are missing or
+        invalid, or a training (this one, or Train U-Net's) is already running.
         """
         image, labels = self._image_combo.value, self._labels_combo.value
         if image is None or labels is None:
@@ -370,19 +398,74 @@ class AnnotateWidget(Container):
             self.worker = None
             if ok:
                 self.corrections = 0
-            self._show_count()
+            try:
+                self._show_count()
+                self._training_changed()
+                self._display.set_status(self._outcome)
+            except RuntimeError:  # the widget was closed meanwhile
+                pass
             if on_finished is not None:
                 on_finished(ok)
 
         worker = train.retrain(self._viewer, image, labels, dense=bool(self._dense.value),
-                               steps=steps, on_finished=finished, start=False)
+                               steps=steps, on_finished=finished, start=False,
+                               on_progress=self._progress, on_trained=self._trained)
         if worker is None:
             return None
         self.worker = worker
+        self._cancellable = True
+        self._outcome = "retraining failed"
         self._count_label.value = "training…"
+        self._display.begin(1, "retraining: starting…")
+        self._training_changed()
         if start:
             worker.start()
         return worker
+
+    def cancel(self) -> None:
+        """Stop retraining after the current step; the model keeps it and predicts."""
+        if self.worker is not None:
+            self.worker.quit()
+            self._cancellable = False
+            self._cancel_button.enabled = False
+            self._display.set_status("stopping after the current step…")
+
+    def _progress(self, p: Any) -> None:
+        from napari_unet.widgets._training_run import describe_progress
+
+        try:
+            self._display.show_step(p.step, p.total_steps, p.loss, describe_progress(p))
+        except RuntimeError:  # widget already deleted by Qt
+            pass
+
+    def _trained(self, run: Any) -> None:
+        """Training stopped: no more Cancel; the prediction follows when a step finished."""
+        last = run.last.step if run.last is not None else 0
+        self._cancellable = False
+        try:
+            self._cancel_button.enabled = False
+            predicting = run.status != "failed" and last > 0
+            self._outcome = f"retraining {run.status} at step {last}" + (
+                "; prediction updated" if predicting else "")
+            self._display.set_status(f"retraining {run.status} at step {last}"
+                                     + (", predicting…" if predicting else ""))
+        except RuntimeError:
+            pass
+
+    def _training_changed(self, *_: Any) -> None:
+        """Retrain is enabled only when no training runs; while Train U-Net does, say so."""
+        mine = self.worker is not None
+        busy = None if mine else self._session.busy_message()
+        try:
+            self._retrain_button.enabled = not mine and busy is None
+            self._retrain_button.tooltip = busy or "Fine-tune the model on the corrections"
+            self._cancel_button.enabled = mine and self._cancellable
+            if busy is not None:
+                self._display.set_status(busy)
+            elif not mine and self._display.status.text().endswith("cancel it there"):
+                self._display.set_status("")
+        except RuntimeError:
+            pass
 
 
 def _background() -> int:

@@ -1,5 +1,6 @@
-"""Live training displays: a loss curve drawn with QPainter (no plotting dependency) and a
-progress bar that never repaints synchronously."""
+"""Live training displays: a loss curve drawn with QPainter (no plotting dependency), a
+progress bar that never repaints synchronously, and the panel of both with a status line that
+Train and Retrain share."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 from qtpy.QtCore import QPointF, QSize, Qt
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
-from qtpy.QtWidgets import QProgressBar, QSizePolicy, QWidget
+from qtpy.QtWidgets import QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidget
 
 
 class LossPlot(QWidget):
@@ -120,3 +121,46 @@ class LazyProgressBar(QProgressBar):
             super().setRange(minimum, maximum)
         finally:
             self.setUpdatesEnabled(True)
+
+
+class TrainingDisplay(QWidget):
+    """Progress bar, status line and live loss curve of one training run.
+
+    ``begin(total, text)`` resets them for a new run, ``show_step(step, total, loss, text)``
+    records one optimizer step, ``set_status(text)`` changes the line only.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.progress_bar = LazyProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        # a changing text must not change the dock's size hint: that would relayout the
+        # viewer window and redraw its canvas on every step
+        self.status.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().height())
+        self.loss_plot = LossPlot()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.progress_bar, self.status, self.loss_plot):
+            layout.addWidget(widget)
+
+    def begin(self, total_steps: int, text: str) -> None:
+        """A new run starts: empty curve, bar at 0 of ``total_steps``."""
+        self.loss_plot.clear()
+        self.progress_bar.setRange(0, max(1, int(total_steps)))
+        self.progress_bar.setValue(0)
+        self.status.setText(text)
+
+    def show_step(self, step: int, total_steps: int, loss: float, text: str) -> None:
+        """One optimizer step finished: move the bar, add the loss, show ``text``."""
+        self.loss_plot.append(step, loss)
+        self.progress_bar.setRange(0, max(1, int(total_steps)))
+        self.progress_bar.setValue(int(step))
+        self.status.setText(text)
+
+    def set_status(self, text: str) -> None:
+        """Change the status line (e.g. "predicting…", "training cancelled at step 7")."""
+        self.status.setText(text)

@@ -35,7 +35,7 @@ from napari_unet.core.segment import (
     label_probability,
     min_size_for,
     model_threshold,
-    predict_foreground,
+    predict_maps,
     prepare_image,
 )
 
@@ -140,7 +140,7 @@ def predict_layer(
 
     def run() -> tuple[np.ndarray, np.ndarray, float, int] | None:
         try:
-            fg, factor = predict_foreground(
+            fg, interior, factor = predict_maps(
                 model, image, channel_axis=model_axis, diameter=diameter, device=device,
                 progress=relay, cancel=lambda: holder["w"].abort_requested)
         except PredictionCancelled:
@@ -149,7 +149,7 @@ def predict_layer(
             return None
         t = model_threshold(model) if threshold is None else threshold
         size = min_size_for(factor) if min_size is None else min_size
-        return fg, label_probability(fg, t, size), t, size
+        return fg, label_probability(fg, t, size, interior), t, size
 
     def returned(result: tuple[np.ndarray, np.ndarray, float, int] | None) -> None:
         if result is None:

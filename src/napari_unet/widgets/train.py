@@ -4,7 +4,9 @@ Training runs ``core.training.train`` (a generator) in a napari generator worker
 thread only receives one ``TrainProgress`` per optimizer step. A copy of the model is trained
 and swapped into the session at the end, so predictions running meanwhile never see a model
 halfway through a step. Cancel stops between steps; the model keeps its last finished step.
-``retrain`` is the same machinery without the widget, for click-to-annotate.
+``retrain`` is the same machinery without the widget, for click-to-annotate. One training runs
+at a time per viewer (the session's training flag): while Retrain runs, Train is disabled and
+says why, and the other way round.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QMessageBox,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -48,7 +49,7 @@ from napari_unet.core.training import (
 )
 
 from . import _notify
-from ._session import get_session
+from ._session import TrainingBusyError, get_session
 from ._training_run import (
     TrainingRun,
     _load_pretrained,
@@ -58,7 +59,7 @@ from ._training_run import (
     make_model,
     worker_threads,
 )
-from .loss_plot import LazyProgressBar, LossPlot
+from .loss_plot import TrainingDisplay
 
 if TYPE_CHECKING:
     import napari
@@ -66,6 +67,9 @@ if TYPE_CHECKING:
 
 SOURCE_NEW, SOURCE_CONTINUE, SOURCE_LOAD, SOURCE_PRETRAINED = range(4)
 RETRAIN_STEPS = 100
+#: who holds the session's training flag (shown to the user when the other one is refused)
+TRAIN_OWNER = "Train U-Net"
+RETRAIN_OWNER = "Retrain (Annotate)"
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
@@ -86,58 +90,80 @@ def retrain(
     steps: int | None = None,
     on_finished: Callable[[bool], None] | None = None,
     start: bool = True,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    on_trained: Callable[[TrainingRun], None] | None = None,
 ) -> GeneratorWorker | None:
     """Fine-tune the session's model (or a new default one) on one pair, then re-predict.
 
     Uses the last training settings of the session (steps: ``steps``, else the last run's
     step count, else 100).  The labels are taken as corrections of the session model's own
     prediction (``core.training.correction_settings``): where nothing is labeled it keeps its
-    answer, however much the corrections disagree with it.  The prediction overlays of
-    ``image_layer`` are updated at the end and ``on_finished(ok)`` is called.  Returns the
-    worker (not started when ``start=False``), or None when the inputs are invalid (a
-    notification says why).
+    answer, however much the corrections disagree with it, so one class (only removed
+    objects) is enough and draws no warning.  ``on_progress(p)`` gets every step,
+    ``on_trained(run)`` is called when training stops; a cancelled retrain keeps its last
+    finished step and predicts too.  The prediction overlays of ``image_layer`` are updated at
+    the end and ``on_finished(ok)`` is called.  Returns the worker (not started when
+    ``start=False``), or None when the inputs are invalid or a training is already running
+    (a notification says why).
     """
     session = get_session(viewer)
-    settings = session.train_settings
+    busy = session.busy_message()
+    if busy is not None:
+        _notify.notify_warning(f"Cannot retrain: {busy}")
+        if on_finished is not None:
+            on_finished(False)
+        return None
     try:
-        base = session.model
-        in_channels = int(base.in_channels) if base is not None else None
-        fields = {k: v for k, v in settings.items() if k in _CONFIG_FIELDS}
-        fields.update(dense=dense, minutes=None,
-                      steps=int(steps or settings.get("steps") or RETRAIN_STEPS))
-        if base is not None and is_trained(base):
-            fields.update(correction_settings(base, dense))
-            fields.setdefault("learning_rate", FINE_TUNE_LEARNING_RATE)
-        fields.setdefault("num_threads", worker_threads())
-        config = TrainConfig(**fields)
-        config.validate()
-        # removed objects alone are enough when the rest keeps the model's answer
-        one_class_ok = base is not None and keeps_unlabeled(base, config)
-        pairs = [(image_layer, labels_layer)]
-        images, labels, n_channels, warnings = collect_training_data(
-            pairs, dense, in_channels, one_class_ok=one_class_ok)
-        model = copy.deepcopy(base) if base is not None else make_model(
-            n_channels, settings.get("depth"), settings.get("base_channels"),
-            settings.get("padding"))
-        collect_training_data(pairs, dense, in_channels, model, one_class_ok=one_class_ok)
-    except ValueError as exc:
+        model, images, labels, config, warnings = _retrain_inputs(
+            session, image_layer, labels_layer, dense, steps)
+        threshold, min_size = _prediction_settings(viewer, image_layer)
+
+        def done(run: TrainingRun) -> None:
+            if on_finished is not None:
+                on_finished(run.status == "done")
+
+        run = TrainingRun(viewer, model, images, labels, config, predict_target=image_layer,
+                          threshold=threshold, min_size=min_size, on_progress=on_progress,
+                          on_trained=on_trained, on_done=done, owner=RETRAIN_OWNER,
+                          predict_after_cancel=True, known_warnings=warnings)
+    except (ValueError, TrainingBusyError) as exc:
         _notify.notify_error(f"Cannot retrain: {exc}")
         if on_finished is not None:
             on_finished(False)
         return None
     for message in warnings:
         _notify.notify_warning(message)
-    threshold, min_size = _prediction_settings(viewer, image_layer)
-
-    def done(run: TrainingRun) -> None:
-        if on_finished is not None:
-            on_finished(run.status == "done")
-
-    run = TrainingRun(viewer, model, images, labels, config, predict_target=image_layer,
-                      threshold=threshold, min_size=min_size, on_done=done)
     if start:
         run.start()
     return run.worker
+
+
+def _retrain_inputs(
+    session: Any, image_layer: Image, labels_layer: Labels, dense: bool, steps: int | None,
+) -> tuple[Any, list, list, TrainConfig, list[str]]:
+    """``(model copy, images, labels, config, warnings)`` for :func:`retrain`; ValueError if bad."""
+    settings = session.train_settings
+    base = session.model
+    in_channels = int(base.in_channels) if base is not None else None
+    fields = {k: v for k, v in settings.items() if k in _CONFIG_FIELDS}
+    fields.update(dense=dense, minutes=None,
+                  steps=int(steps or settings.get("steps") or RETRAIN_STEPS))
+    if base is not None and is_trained(base):
+        fields.update(correction_settings(base, dense))
+        fields.setdefault("learning_rate", FINE_TUNE_LEARNING_RATE)
+    fields.setdefault("num_threads", worker_threads())
+    config = TrainConfig(**fields)
+    config.validate()
+    # removed objects alone are enough when the rest keeps the model's answer
+    one_class_ok = base is not None and keeps_unlabeled(base, config)
+    pairs = [(image_layer, labels_layer)]
+    images, labels, n_channels, warnings = collect_training_data(
+        pairs, dense, in_channels, one_class_ok=one_class_ok)
+    model = copy.deepcopy(base) if base is not None else make_model(
+        n_channels, settings.get("depth"), settings.get("base_channels"),
+        settings.get("padding"))
+    collect_training_data(pairs, dense, in_channels, model, one_class_ok=one_class_ok)
+    return model, images, labels, config, warnings
 
 
 # --------------------------------------------------------------------------- widget
@@ -171,9 +197,12 @@ class TrainWidget(QWidget):
         self.refresh_layers()
         self._show_model()
         events = napari_viewer.layers.events
+        self._on_layers = _calls_weakly(self, "refresh_layers")
         for event in (events.inserted, events.removed, events.moved):
-            event.connect(self.refresh_layers)
+            event.connect(self._on_layers)
         self.session.model_changed.connect(self._show_model)
+        self.session.training_changed.connect(self._training_changed)
+        self._training_changed(self.session.training)
         self.destroyed.connect(_make_cleanup(self))
 
     # ------------------------------------------------------------------ layout
@@ -229,16 +258,10 @@ class TrainWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.save_button = QPushButton("Save model…")
-        self.progress_bar = LazyProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        # a changing text must not change the dock's size hint: that would relayout the
-        # viewer window and redraw its canvas on every step
-        self.status.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
-        self.status.setMinimumHeight(2 * self.status.fontMetrics().height())
-        self.loss_plot = LossPlot()
+        self.display = TrainingDisplay()
+        self.progress_bar = self.display.progress_bar
+        self.status = self.display.status
+        self.loss_plot = self.display.loss_plot
 
         data_box = QGroupBox("data")
         data = QFormLayout(data_box)
@@ -282,9 +305,7 @@ class TrainWidget(QWidget):
         for widget in (data_box, model_box, train_box):
             layout.addWidget(widget)
         layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.loss_plot)
+        layout.addWidget(self.display)
         layout.addStretch(1)
 
         self.add_pair_button.clicked.connect(self.add_pair)
@@ -414,6 +435,10 @@ class TrainWidget(QWidget):
         if self.run is not None:
             _notify.notify_warning("Training is already running")
             return None
+        busy = self.session.busy_message()
+        if busy is not None:
+            _notify.notify_warning(f"Cannot train: {busy}")
+            return None
         source = self.source_combo.currentIndex()
         try:
             config = self.config()
@@ -438,24 +463,24 @@ class TrainWidget(QWidget):
             return None
         for message in warnings:
             _notify.notify_warning(message)
+        target = self.viewer.layers[self.image_combo.currentText()] if (
+            self.image_combo.currentText() in self.viewer.layers) else pairs[0][0]
+        threshold, min_size = _prediction_settings(self.viewer, target)
+        try:
+            self.run = TrainingRun(
+                self.viewer, model, images, labels, config, predict_target=target,
+                threshold=threshold, min_size=min_size, on_progress=self._progress,
+                on_done=self._done, owner=TRAIN_OWNER, known_warnings=warnings,
+            )
+        except TrainingBusyError as exc:
+            _notify.notify_warning(f"Cannot train: {exc}")
+            return None
         self.session.train_settings = {
             **dataclasses.asdict(config),
             "depth": model.depth, "base_channels": model.base_channels, "padding": model.padding,
         }
-        target = self.viewer.layers[self.image_combo.currentText()] if (
-            self.image_combo.currentText() in self.viewer.layers) else pairs[0][0]
-        threshold, min_size = _prediction_settings(self.viewer, target)
-        self.run = TrainingRun(
-            self.viewer, model, images, labels, config, predict_target=target,
-            threshold=threshold, min_size=min_size, on_progress=self._progress,
-            on_done=self._done,
-        )
-        self.loss_plot.clear()
-        self.progress_bar.setRange(0, max(1, config.steps))
-        self.progress_bar.setValue(0)
-        self.status.setText(f"starting on {config.device}…")
-        self.train_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
+        self.display.begin(config.steps, f"starting on {config.device}…")
+        self._training_changed(self.session.training)
         if start:
             self.run.start()
         return self.run.worker
@@ -487,18 +512,29 @@ class TrainWidget(QWidget):
 
     def _progress(self, p: TrainProgress) -> None:
         try:
-            self.loss_plot.append(p.step, p.loss)
-            self.progress_bar.setRange(0, max(1, p.total_steps))
-            self.progress_bar.setValue(p.step)
-            self.status.setText(describe_progress(p))
+            self.display.show_step(p.step, p.total_steps, p.loss, describe_progress(p))
         except RuntimeError:
+            pass
+
+    def _training_changed(self, owner: str | None = None) -> None:
+        """Train is enabled only when no training runs; while another one does, say whose."""
+        mine = self.run is not None
+        busy = None if mine else self.session.busy_message()
+        try:
+            self.train_button.setEnabled(not mine and busy is None)
+            self.cancel_button.setEnabled(mine)
+            self.train_button.setToolTip(busy or "train on the pairs above with these settings")
+            if busy is not None:
+                self.status.setText(busy)
+            elif not mine and owner is None and self.status.text().endswith("cancel it there"):
+                self.status.setText("")
+        except RuntimeError:  # widget already deleted by Qt
             pass
 
     def _done(self, run: TrainingRun) -> None:
         self.run = None
         try:
-            self.train_button.setEnabled(True)
-            self.cancel_button.setEnabled(False)
+            self._training_changed(self.session.training)
             last = f" at step {run.last.step}" if run.last is not None else ""
             self.status.setText(f"training {run.status}{last}")
             if run.status == "done":
@@ -562,16 +598,32 @@ def _make_cleanup(widget: TrainWidget) -> Callable[..., None]:
     box = widget._box
     events = widget.viewer.layers.events
     session = widget.session
+    on_layers = widget._on_layers
 
     def cleanup(*_: Any) -> None:
         run = box.get("run")
         if run is not None:
             run.viewer_closed()
+        # a plain function: disconnecting a bound method of the deleted widget made napari
+        # compare it with the other callbacks, which raised RuntimeError (deleted C++ object)
+        for event in (events.inserted, events.removed, events.moved):
+            event.disconnect(on_layers)
         w = wref()
         if w is None:
             return
-        for event in (events.inserted, events.removed, events.moved):
-            event.disconnect(w.refresh_layers)
         session.model_changed.disconnect(w._show_model)
+        session.training_changed.disconnect(w._training_changed)
 
     return cleanup
+
+
+def _calls_weakly(widget: QWidget, method: str) -> Callable[..., None]:
+    """A plain function calling ``widget.<method>`` while the widget lives (for napari events)."""
+    wref = weakref.ref(widget)
+
+    def call(*args: Any) -> None:
+        w = wref()
+        if w is not None:
+            getattr(w, method)(*args)
+
+    return call
