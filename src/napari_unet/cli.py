@@ -69,15 +69,12 @@ def _model_path(name_or_path: str | Path) -> Path:
 
 def _load_model(path: str | Path) -> Any:
     """A checkpoint, a shipped model's name or a bioimage.io package (.zip) exported by us."""
-    from .core.bioimageio import is_package, load_package
-    from .core.checkpoint import load_model
+    from .core.bioimageio import load_any
 
     path = _model_path(path)
     if not path.exists():
         raise CliError(EXIT_FILE, f"model not found: {path}")
-    if path.suffix.lower() == ".zip" or is_package(path):
-        return load_package(path)  # CheckpointError -> exit 4 in main()
-    return load_model(path)  # CheckpointError -> exit 4 in main()
+    return load_any(path)  # CheckpointError -> exit 4 in main()
 
 
 def _expand_inputs(items: Sequence[str]) -> list[Path]:
@@ -415,9 +412,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     _check_out_file(out, args.overwrite)
     model = _load_model(args.model)
     sample = _read(args.sample, "sample image") if args.sample else None
+    axis = args.channel_axis if sample is None else _channel_axis(args, sample)
     try:
         export_package(
-            model, out, sample=sample, channel_axis=args.channel_axis,
+            model, out, sample=sample, channel_axis=axis,
             conversion=args.conversion, name=args.name, authors=args.author,
             license=args.license, overwrite=args.overwrite,
         )

@@ -181,7 +181,8 @@ def _resolve_model(ref: Any) -> UNet:
     """A UNet from a UNet, checkpoint bytes or a checkpoint path (cached per thread)."""
     if isinstance(ref, UNet):
         return ref
-    from .core.checkpoint import load_model, load_model_bytes
+    from .core.bioimageio import load_any
+    from .core.checkpoint import load_model_bytes
 
     if isinstance(ref, (bytes, bytearray)):
         key = hashlib.sha256(ref).hexdigest()
@@ -191,7 +192,7 @@ def _resolve_model(ref: Any) -> UNet:
         if not path.exists():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         key = f"{path.resolve()}:{path.stat().st_mtime_ns}"
-        loader = lambda: load_model(path)  # noqa: E731
+        loader = lambda: load_any(path)  # noqa: E731  (checkpoint or bioimage.io package)
     # one model per thread: predict_region switches train/eval mode and device around its run
     cache_key = (key, threading.get_ident())
     with _MODELS_LOCK:

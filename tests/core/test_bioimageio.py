@@ -152,6 +152,7 @@ def test_round_trip_predicts_like_the_checkpoint(exported):
     axis = -3 if model.in_channels > 1 else None
     a = predict_tiled(ours, image, channel_axis=axis, device="cpu")
     b = predict_tiled(loaded, image, channel_axis=axis, device="cpu")
+    print(f"round trip max abs difference: {float(np.abs(a - b).max()):.3g}")
     assert float(np.abs(a - b).max()) <= 1e-4
     seg_a = segment(ours, image, channel_axis=axis, device="cpu")
     seg_b = segment(loaded, image, channel_axis=axis, device="cpu")
@@ -223,6 +224,42 @@ def test_same_padding_declares_a_halo(tmp_path):
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"norm": None, "upsampling": "bilinear"},
+        {"norm": "group", "padding": "same", "upsampling": "bilinear"},
+        {"norm": "batch", "depth": 3, "n_classes": 3},
+    ],
+)
+def test_torchscript_is_the_network_with_softmax(config):
+    """The TorchScript weights compute softmax(UNet) for every architecture, at any valid size."""
+    torch.manual_seed(0)
+    model = UNet(**{"base_channels": 4, "depth": 2, **config}).eval()
+    scripted = torch.jit.load(io.BytesIO(bmz.torchscript_bytes(model)))
+    smallest, step = bmz._size_range(model)
+    for side in (smallest, smallest + 3 * step):
+        x = torch.rand(2, 1, side, side + step)
+        with torch.no_grad():
+            expected = torch.softmax(model(x), dim=1)
+            torch.testing.assert_close(scripted(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_border_class_network_round_trips(tmp_path, bioimageio_core):
+    """A 3-class (border-aware) network: channels named, a valid package, the same model back."""
+    from bioimageio.spec import load_description
+
+    model = _tiny(n_classes=3)
+    package = bmz.export_package(model, tmp_path / "border.zip")
+    rdf, _ = _read_package(package)
+    assert rdf["outputs"][0]["axes"][1]["channel_names"] == ["background", "cell", "border"]
+    descr = load_description(package, perform_io_checks=True)
+    assert descr.validation_summary.status == "valid-format", _problems(descr.validation_summary)
+    x = torch.rand(1, 1, 60, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(bmz.load_package(package).eval()(x), model(x), rtol=0, atol=0)
+
+
 def test_metadata_and_arguments_fill_authors_license_and_name(tmp_path):
     model = _tiny()
     model.metadata = {"license": "MIT", "authors": ["Ada Lovelace"], "name": "x"}
@@ -259,7 +296,7 @@ def test_sample_image_gives_the_test_tensors(tmp_path):
     package = bmz.export_package(model, tmp_path / "s.zip", sample=rgb, channel_axis=-1)
     rdf, files = _read_package(package)
     x = np.load(io.BytesIO(files[rdf["inputs"][0]["test_tensor"]["source"]]))
-    side = bmz.test_input_side(model)
+    side = bmz.sample_side(model)
     assert x.shape == (1, 1, side, side) and np.isfinite(x).all() and x.std() > 0
 
 
@@ -305,8 +342,11 @@ def test_foreign_and_broken_packages_are_refused(tmp_path, capsys):
         code = cli.main(["predict", str(tmp_path / name), str(image), "--out", str(tmp_path)])
         assert code == cli.EXIT_UNREADABLE
         assert words in capsys.readouterr().err
-    assert not bmz.is_package(save_model(_tiny(), tmp_path / "model.pt"))
-    assert bmz.is_package(good)
+    checkpoint = save_model(_tiny(), tmp_path / "model.pt")
+    assert not bmz.is_package(checkpoint) and bmz.is_package(good)
+    assert all(isinstance(bmz.load_any(p), UNet) for p in (checkpoint, good))
+    with pytest.raises(CheckpointError, match="holds no rdf.yaml"):
+        bmz.load_any(tmp_path / "empty.zip")
 
 
 def test_cli_export_then_predict_the_package(tmp_path, capsys):

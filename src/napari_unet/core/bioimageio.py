@@ -55,6 +55,7 @@ __all__ = [
     "UNET_CITATION",
     "export_package",
     "is_package",
+    "load_any",
     "load_package",
 ]
 
@@ -83,6 +84,7 @@ _FILES = {
     "readme": "README.md",
 }
 _RDF_NAMES = (RDF_NAME, "bioimageio.yaml")
+_AUTHOR_KEYS = ("name", "affiliation", "email", "orcid", "github_user")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_+\- ()]+")
 
 _ARCHITECTURE_TAIL = f'''
@@ -145,12 +147,16 @@ class _ScriptableUNet(nn.Module):
         return torch.softmax(self.head(x), dim=1)
 
 
-def torchscript_bytes(model: UNet) -> bytes:
-    """The model (eval mode, CPU, softmax output) compiled with ``torch.jit.script``, as bytes."""
+def _cpu_copy(model: UNet) -> UNet:
+    """A copy of ``model`` on the CPU in eval mode (the caller's model is left as it is)."""
     import copy
 
-    net = copy.deepcopy(model).cpu().eval()
-    scripted = torch.jit.script(_ScriptableUNet(net).eval())
+    return copy.deepcopy(model).cpu().eval()
+
+
+def torchscript_bytes(model: UNet) -> bytes:
+    """The model (eval mode, CPU, softmax output) compiled with ``torch.jit.script``, as bytes."""
+    scripted = torch.jit.script(_ScriptableUNet(_cpu_copy(model)).eval())
     buffer = io.BytesIO()
     torch.jit.save(scripted, buffer)
     return buffer.getvalue()
@@ -213,7 +219,7 @@ def _user_sample(
     return np.ascontiguousarray(_fit(arr, side), dtype=np.float32)
 
 
-def test_input_side(model: UNet) -> int:
+def sample_side(model: UNet) -> int:
     """Side (px) of the square test input: a valid size with about ``TEST_OUTPUT_SIDE`` output."""
     side = max(model.valid_input_shape((TEST_OUTPUT_SIDE, TEST_OUTPUT_SIDE)))
     return max(side, _size_range(model)[0])
@@ -232,7 +238,7 @@ def reference_probabilities(model: UNet, image: np.ndarray) -> np.ndarray:
     norm = model.metadata.get("normalization") or {}
     low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
     x = percentile_normalize(image, low, high, channel_axis=0)
-    net = model.cpu().eval()
+    net = _cpu_copy(model)
     with torch.inference_mode():
         logits = net(torch.from_numpy(np.ascontiguousarray(x))[None].float())
         return torch.softmax(logits, dim=1)[0].numpy().astype(np.float32)
@@ -249,7 +255,7 @@ def _cover_png(image: np.ndarray, probs: np.ndarray, threshold: float) -> bytes:
     crop = image[:, top : top + h, left : left + w]
     shown = np.clip(percentile_normalize(crop, 1.0, 99.8, channel_axis=0), 0.0, 1.0)
     rgb = np.moveaxis(shown[:3] if shown.shape[0] >= 3 else shown[:1].repeat(3, 0), 0, -1)
-    cell = probs[1 if probs.shape[0] > 1 else 0]
+    cell = 1.0 - probs[0] if probs.shape[0] > 1 else probs[0]
     alpha = (0.55 * np.clip(cell, 0.0, 1.0))[..., None]
     overlay = (1.0 - alpha) * rgb + alpha * np.array([1.0, 0.1, 0.9])
     edge = (cell > threshold) & ~_eroded(cell > threshold)
@@ -290,8 +296,8 @@ def _size_range(model: UNet) -> tuple[int, int]:
 
 
 def _channel_names(n: int, kind: str) -> list[str]:
-    if kind == "output" and n == 2:
-        return ["background", "cell"]
+    if kind == "output" and n in (2, 3):  # 3: border-aware (background, interior, border)
+        return ["background", "cell", "border"][:n]
     return [f"{'class' if kind == 'output' else 'channel'}{i}" for i in range(n)]
 
 
@@ -327,7 +333,7 @@ def _output_descr(model: UNet) -> dict[str, Any]:
 
     return {
         "id": OUTPUT_ID,
-        "description": "softmax class probabilities (class 1 is the cell probability)",
+        "description": "softmax class probabilities; 1 - background is the cell probability",
         "axes": [
             {"type": "batch"},
             {"type": "channel", "channel_names": _channel_names(model.n_classes, "output")},
@@ -369,9 +375,10 @@ def _authors(model: UNet, authors: Sequence[str] | None) -> list[dict[str, Any]]
         given = [given]
     out = []
     for a in given or []:
-        entry = dict(a) if isinstance(a, dict) else {"name": str(a)}
+        entry = {"name": a} if not isinstance(a, dict) else a
+        entry = {k: str(v) for k, v in entry.items() if k in _AUTHOR_KEYS and v}
         if entry.get("name"):
-            entry["name"] = str(entry["name"]).replace("/", "-")
+            entry["name"] = entry["name"].replace("/", "-")  # the spec refuses slashes in names
             out.append(entry)
     return out or [{"name": "napari-unet user"}]
 
@@ -432,8 +439,9 @@ def build_rdf(
         "name": name,
         "description": (
             "U-Net (Ronneberger et al. 2015) for cell segmentation trained with napari-unet: "
-            "background / cell probabilities; threshold the cell channel at "
-            f"{model_threshold(model):.3g} and split touching cells for instances (README)."
+            "class probabilities (background, cell[, border]); threshold the cell probability "
+            f"(1 - background) at {model_threshold(model):.3g} and split touching cells for "
+            "instances (README)."
         ),
         "authors": authors,
         "cite": _citations(model),
@@ -475,6 +483,10 @@ def _readme_use(model: UNet) -> list[str]:
         if model.padding == "valid"
         else f"the input's size; the {c} px halo on each side should be cropped"
     )
+    split = (
+        "from the seeds where `cell` (the interior) > 0.5" if model.n_classes >= 3
+        else "on the distance transform"
+    )
     data = data_diameter(model)
     seen = f", {data:.3g} px in the training images" if data else ""
     lines = [
@@ -487,9 +499,9 @@ def _readme_use(model: UNet) -> list[str]:
         f"- Output `{OUTPUT_ID}`: softmax probabilities (batch, class, y, x), {crop}.",
         f"- Object size: the network saw objects about {model_diameter(model):.3g} px wide"
         f"{seen}; resample images by (that size / the objects' size) before predicting.",
-        f"- Instances: threshold the `cell` channel at {model_threshold(model):.3g}, fill "
-        f"holes, drop objects under {DEFAULT_MIN_SIZE} px (at the network's scale) and split "
-        "touching cells by a watershed on the distance transform.",
+        f"- Instances: threshold the cell probability (1 - `background`) at "
+        f"{model_threshold(model):.3g}, fill holes, drop objects under {DEFAULT_MIN_SIZE} px (at "
+        f"the network's scale) and split touching cells by a watershed {split}.",
         "- With napari-unet: `napari-unet predict PACKAGE.zip IMAGES --out RESULTS` does all "
         "of this, with the object size and threshold stored in this package.",
     ]
@@ -581,7 +593,7 @@ def _package_files(
     """The package's binary files (weights, test tensors, cover), and a note on the sample."""
     from .segment import model_threshold
 
-    side = test_input_side(model)
+    side = sample_side(model)
     if sample is None:
         image = _synthetic_sample(model, side)
         note = "synthetic cells (napari_unet.core.synthetic.make_cells) at the model's scale"
@@ -638,11 +650,7 @@ def export_package(
         raise IsADirectoryError(f"{path} is a folder; give a file name such as model.zip")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; not overwriting it")
-    was_training = model.training
-    try:
-        files, note = _package_files(model, sample, channel_axis, conversion)
-    finally:
-        model.train(was_training)
+    files, note = _package_files(model, sample, channel_axis, conversion)
     title = package_name(model, name, path.stem)
     lic = str(license or model.metadata.get("license") or DEFAULT_LICENSE)
     files[_FILES["readme"]] = readme_text(model, title, lic, note).encode("utf-8")
@@ -770,3 +778,16 @@ def load_package(path: str | os.PathLike, map_location: Any = "cpu") -> UNet:
         "state_dict": state,
     }
     return _from_dict(checkpoint, str(path), map_location)
+
+
+def load_any(path: str | os.PathLike, map_location: Any = "cpu") -> UNet:
+    """A napari-unet checkpoint (``.pt``) or a package of ours (``.zip``, folder): one loader.
+
+    For every place that lets the user pick a model file (CLI, widgets, dask workers).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".zip" or is_package(path):
+        return load_package(path, map_location)
+    from .checkpoint import load_model
+
+    return load_model(path, map_location)

@@ -33,6 +33,7 @@ class Prediction:
     instances: np.ndarray
     threshold: float = DEFAULT_THRESHOLD
     min_size: int = DEFAULT_MIN_SIZE
+    interior: np.ndarray | None = None  # cell-interior probability of a 3-class network
 
 
 class TrainingBusyError(RuntimeError):

@@ -21,9 +21,9 @@ import torch
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 
-from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
 from napari_unet.core.model import DEFAULT_CONFIG, UNet
+from napari_unet.core.segment import to_single_channel
 from napari_unet.core.training import (
     TrainConfig,
     TrainProgress,
@@ -138,6 +138,12 @@ def collect_training_data(
         data, channel_axis = image_layer_data(image_layer)
         lab = np.array(labels_layer.data, copy=True)
         img, n = _channels_first(np.array(data, copy=True), channel_axis, lab, image_layer.name)
+        if in_channels == 1 and n > 1:  # a colour image for a 1-channel (starting) model
+            img, n = to_single_channel(img), 1
+            if model is not None:
+                model.metadata["channel_conversion"] = "hematoxylin"
+            warnings.append(f"{image_layer.name}: colour image read as its hematoxylin stain "
+                            "(nuclei bright) for the 1-channel model")
         if n_channels is not None and n != n_channels:
             raise ValueError(f"all images must have the same channels: {n} vs {n_channels}")
         n_channels = n
@@ -278,8 +284,8 @@ class TrainingRun:
         config: TrainConfig,
         *,
         predict_target: Image | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
-        min_size: int = DEFAULT_MIN_SIZE,
+        threshold: float | None = None,
+        min_size: int | None = None,
         on_progress: Callable[[TrainProgress], None] | None = None,
         on_done: Callable[[TrainingRun], None] | None = None,
         on_trained: Callable[[TrainingRun], None] | None = None,

@@ -138,7 +138,7 @@ def predict_layer(
     relay = ProgressRelay(report)
     holder: dict[str, Any] = {}
 
-    def run() -> tuple[np.ndarray, np.ndarray, float, int] | None:
+    def run() -> tuple | None:
         try:
             fg, interior, factor = predict_maps(
                 model, image, channel_axis=model_axis, diameter=diameter, device=device,
@@ -149,12 +149,12 @@ def predict_layer(
             return None
         t = model_threshold(model) if threshold is None else threshold
         size = min_size_for(factor) if min_size is None else min_size
-        return fg, label_probability(fg, t, size, interior), t, size
+        return fg, label_probability(fg, t, size, interior), t, size, interior
 
-    def returned(result: tuple[np.ndarray, np.ndarray, float, int] | None) -> None:
+    def returned(result: tuple | None) -> None:
         if result is None:
             return
-        fg, labels, used_threshold, used_size = result
+        fg, labels, used_threshold, used_size, interior = result
         try:
             show_prediction(viewer, image_layer, fg, labels,
                             channel_axis if channel_axis is not None else model_axis)
@@ -163,7 +163,8 @@ def predict_layer(
             return
         get_session(viewer).set_prediction(
             image_layer.name,
-            Prediction(fg, labels, threshold=used_threshold, min_size=used_size))
+            Prediction(fg, labels, threshold=used_threshold, min_size=used_size,
+                       interior=interior))
         state["ok"] = True
 
     def errored(exc: Exception) -> None:
@@ -361,14 +362,15 @@ class PredictWidget(QWidget):
             return None
         threshold, min_size = float(self.threshold.value()), cached.min_size
         worker = create_worker(label_probability, cached.probability, threshold, min_size,
-                               _start_thread=False)
+                               cached.interior, _start_thread=False)
 
         def show(labels: np.ndarray) -> None:
             name = f"{layer.name} instances"
             if name in self.viewer.layers:
                 self.viewer.layers[name].data = labels
             self.session.set_prediction(
-                layer.name, Prediction(cached.probability, labels, threshold, min_size))
+                layer.name,
+                Prediction(cached.probability, labels, threshold, min_size, cached.interior))
 
         def finished() -> None:
             self.relabel_worker = None
@@ -388,16 +390,17 @@ class PredictWidget(QWidget):
 
     def _load_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load U-Net model", "",
-                                              "napari-unet model (*.pt *.pth);;All files (*)")
+                                              "napari-unet model or bioimage.io package "
+                                              "(*.pt *.pth *.zip);;All files (*)")
         if path:
             self.load_model(path)
 
     def load_model(self, path: str) -> bool:
         """Load a checkpoint into the session; a bad file gives a notification, not a crash."""
-        from napari_unet.core.checkpoint import load_model
+        from napari_unet.core.bioimageio import load_any
 
         try:
-            model = load_model(path)
+            model = load_any(path)
         except (ValueError, OSError) as exc:
             _notify.notify_error(f"Cannot load model from {path}: {exc}")
             return False

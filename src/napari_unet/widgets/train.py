@@ -36,7 +36,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.model import DEFAULT_CONFIG
 from napari_unet.core.training import (
     FINE_TUNE_LEARNING_RATE,
@@ -74,11 +73,10 @@ _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 # --------------------------------------------------------------------------- pure helpers
-def _prediction_settings(viewer: napari.viewer.Viewer, layer: Image | None) -> tuple[float, int]:
-    prediction = get_session(viewer).predictions.get(layer.name) if layer is not None else None
-    if prediction is None:
-        return DEFAULT_THRESHOLD, DEFAULT_MIN_SIZE
-    return prediction.threshold, prediction.min_size
+def _prediction_settings(viewer: napari.viewer.Viewer, layer: Image | None) -> tuple[None, None]:
+    """Threshold and smallest object after training: the new model's calibrated threshold and
+    its object-scaled minimum size (None, None), not those of the model before."""
+    return None, None
 
 
 def retrain(
