@@ -219,8 +219,12 @@ def main() -> None:
     parser.add_argument("--max-val", type=int, default=20)
     parser.add_argument("--max-train", type=int, default=12)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     def log(*items) -> None:
         print(*items, "load", round(os.getloadavg()[0], 1), flush=True)

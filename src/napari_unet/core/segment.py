@@ -58,7 +58,7 @@ _MIN_OBJECTS = 3
 # Weight of the ambiguity against the log-size miss when choosing the scale.
 _AMBIGUITY = 0.3
 # Weight of the cell area lost (log of the fraction of the largest over the factors tried).
-_LOST = 0.5
+_LOST = 0.1
 # An estimated size within this factor of the model's own is taken as equal (no resampling).
 _AUTO_SNAP = 1.5
 

@@ -123,6 +123,19 @@ class LazyProgressBar(QProgressBar):
             self.setUpdatesEnabled(True)
 
 
+def status_label() -> QLabel:
+    """A wrapped two-line status label whose changing text never resizes the dock.
+
+    A size hint that follows the text would relayout the viewer window and redraw its canvas
+    on every training step.
+    """
+    label = QLabel("")
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+    label.setMinimumHeight(2 * label.fontMetrics().height())
+    return label
+
+
 class TrainingDisplay(QWidget):
     """Progress bar, status line and live loss curve of one training run.
 
@@ -135,12 +148,7 @@ class TrainingDisplay(QWidget):
         self.progress_bar = LazyProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        # a changing text must not change the dock's size hint: that would relayout the
-        # viewer window and redraw its canvas on every step
-        self.status.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
-        self.status.setMinimumHeight(2 * self.status.fontMetrics().height())
+        self.status = status_label()
         self.loss_plot = LossPlot()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

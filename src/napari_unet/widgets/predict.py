@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -42,7 +41,7 @@ from napari_unet.core.segment import (
 from . import _notify
 from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
 from ._session import Prediction, get_session
-from .loss_plot import LazyProgressBar
+from .loss_plot import LazyProgressBar, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -240,12 +239,7 @@ class PredictWidget(QWidget):
         self.progress_bar = LazyProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        # a changing text must not change the dock's size hint: that would relayout the
-        # viewer window and redraw its canvas on every step
-        self.status.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
-        self.status.setMinimumHeight(2 * self.status.fontMetrics().height())
+        self.status = status_label()
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
