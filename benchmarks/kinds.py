@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--protocols", nargs="+", default=["dense-3", "sparse-10"])
     parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--classes", type=int, nargs="+", default=[2, 3],
+    parser.add_argument("--classes", type=int, nargs="*", default=[2, 3],
                         help="network outputs: 2 (background, cell), 3 (+ cell border)")
     parser.add_argument("--no-forest", action="store_true")
     parser.add_argument("--no-start", action="store_true")

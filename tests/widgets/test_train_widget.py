@@ -490,3 +490,22 @@ def test_worker_does_not_repeat_the_data_warnings(make_napari_viewer, qtbot, err
         worker.start()
     qtbot.waitUntil(lambda: get_session(viewer).training is None, timeout=60_000)
     assert [m for m in warnings_seen if "constant" in m] == ["flat: the image is constant"]
+
+
+def test_save_model_as_a_bioimageio_package(make_napari_viewer, qtbot, tmp_path, errors):
+    from napari_unet.core.bioimageio import load_any
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    model = UNet(**TINY)
+    model.metadata["threshold"] = 0.4
+    get_session(viewer).set_model(model, "trained")
+    path = tmp_path / "shared.zip"
+    assert widget.save_model_to(str(path), start=False)
+    with qtbot.waitSignal(widget.export_worker.finished, timeout=120_000):
+        widget.export_worker.start()
+    assert errors == []
+    loaded = load_any(path)
+    assert loaded.metadata["threshold"] == 0.4
+    assert loaded.config == model.config

@@ -548,16 +548,20 @@ class TrainWidget(QWidget):
             _notify.notify_error("No model to save: train or load one first")
             return
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save U-Net model", "unet.pt", "napari-unet model (*.pt)",
+            self, "Save U-Net model", "unet.pt",
+            "napari-unet model (*.pt);;bioimage.io model package, to share (*.zip)",
             options=QFileDialog.DontConfirmOverwrite,
         )
         if path:
             self.save_model_to(path)
 
-    def save_model_to(self, path: str, confirm: Callable[[str], bool] | None = None) -> bool:
+    def save_model_to(self, path: str, confirm: Callable[[str], bool] | None = None,
+                      start: bool = True) -> bool:
         """Save the session model to ``path``; an existing file is replaced only if confirmed.
 
-        ``confirm(path)`` answers the overwrite question (default: a Yes/No dialog).
+        ``confirm(path)`` answers the overwrite question (default: a Yes/No dialog). A ``.zip``
+        path gets a bioimage.io package, written by ``self.export_worker`` (not started when
+        ``start=False``).
         """
         from napari_unet.core.checkpoint import save_model
 
@@ -570,6 +574,9 @@ class TrainWidget(QWidget):
             ask = confirm or self._confirm_overwrite
             if not ask(path):
                 return False
+        if path.lower().endswith(".zip"):
+            self.export_worker = self._export(model, path, overwrite, start)
+            return True
         try:
             save_model(model, path, overwrite=overwrite)
         except (OSError, ValueError) as exc:
@@ -577,6 +584,24 @@ class TrainWidget(QWidget):
             return False
         _notify.notify_info(f"Model saved to {path}")
         return True
+
+    def _export(self, model: Any, path: str, overwrite: bool, start: bool) -> Any:
+        """Write a bioimage.io package in a worker (test tensors are predicted: seconds)."""
+        import copy
+
+        from napari.qt.threading import create_worker
+
+        from napari_unet.core.bioimageio import export_package
+
+        worker = create_worker(export_package, copy.deepcopy(model), path, overwrite=overwrite,
+                               _start_thread=False)
+        worker.returned.connect(lambda out: _notify.notify_info(
+            f"bioimage.io package written to {out}"))
+        worker.errored.connect(lambda exc: _notify.notify_error(
+            f"Cannot export the model to {path}: {exc}"))
+        if start:
+            worker.start()
+        return worker
 
     def _confirm_overwrite(self, path: str) -> bool:
         answer = QMessageBox.question(self, "Overwrite?", f"{path} exists. Replace it?",
