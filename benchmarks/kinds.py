@@ -60,11 +60,17 @@ class Kind:
     labels: str
     rgb: bool = False
     starting_model: bool = False
+    # (the sparse protocol's image, the dense protocol's images): None = the first ones
+    chosen: tuple[str, tuple[str, ...]] | None = None
 
 
 KINDS = {
-    "fluo": Kind("fluo", "dsb2018/{split}/fluo", "labels", starting_model=True),
-    "he": Kind("he", "dsb2018/{split}/color", "labels", rgb=True, starting_model=True),
+    # DSB2018 mixes image types: the protocols' curated images (protocols.TRAINING_IMAGES), as a
+    # user would paint an image of the kind they segment, not a random one
+    "fluo": Kind("fluo", "dsb2018/{split}/fluo", "labels", starting_model=True,
+                 chosen=P.TRAINING_IMAGES["fluo"]),
+    "he": Kind("he", "dsb2018/{split}/color", "labels", rgb=True, starting_model=True,
+               chosen=P.TRAINING_IMAGES["color"]),
     "phase": Kind("phase", "phase-usiigaci/{split}", "labels"),
     "em": Kind("em", "em-vnc/{split}", "cells"),
 }
@@ -90,8 +96,12 @@ def load(kind: Kind, split: str, root: Path, max_n: int | None) -> list[tuple[st
     return out
 
 
-def annotation(protocol: str, train: list, seed: int) -> tuple[list, list, bool]:
+def annotation(protocol: str, train: list, seed: int, kind: Kind) -> tuple[list, list, bool]:
     """Images, labels and the dense flag of a protocol."""
+    if kind.chosen is not None:
+        by_name = {t[0]: t for t in train}
+        names = [kind.chosen[0]] if protocol != "dense-3" else list(kind.chosen[1])
+        train = [by_name[n] for n in names]
     if protocol == "dense-3":
         chosen = train[:3]
         return [t[1] for t in chosen], [t[2] for t in chosen], True
@@ -170,7 +180,7 @@ def score_forest(images, labels, dense, val, kind: Kind) -> dict[str, float]:
 
 def run_kind(kind: Kind, args: argparse.Namespace, log) -> dict:
     """All protocols and methods of one kind."""
-    train = load(kind, "train", args.data, args.max_train)
+    train = load(kind, "train", args.data, None if kind.chosen else args.max_train)
     val = load(kind, "val", args.data, args.max_val)
     out: dict = {"n_val": len(val)}
     if kind.starting_model and not args.no_start:
@@ -178,7 +188,7 @@ def run_kind(kind: Kind, args: argparse.Namespace, log) -> dict:
         out["start"] = score_unet(load_pretrained(), val, kind, diameter="auto")
         log(kind.name, "start", out["start"], time.perf_counter() - t0)
     for protocol in args.protocols:
-        images, labels, dense = annotation(protocol, train, args.seed)
+        images, labels, dense = annotation(protocol, train, args.seed, kind)
         out[protocol] = {}
         for n_classes in args.classes:
             method = "unet" if n_classes == 2 else f"unet{n_classes}"

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     viewer = napari.Viewer(show=True, title="napari-unet")
-    viewer.window._qt_window.resize(*WINDOW_SIZE)
+    viewer.window.resize(*WINDOW_SIZE)
     (truth, truth_kw, _), = [item for item in synthetic_cells() if item[2] == "labels"]
     for data, kwargs, kind in synthetic_cells_sparse():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
