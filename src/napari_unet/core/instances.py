@@ -12,6 +12,8 @@ split; two touching discs whose centres are more than ~1.2 radii apart are. Mark
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage as ndi
@@ -19,7 +21,13 @@ from skimage import measure
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
-__all__ = ["DEFAULT_MIN_SIZE", "DEFAULT_THRESHOLD", "label_instances", "label_with_interior"]
+__all__ = [
+    "DEFAULT_MIN_SIZE",
+    "DEFAULT_THRESHOLD",
+    "label_instances",
+    "label_planes",
+    "label_with_interior",
+]
 
 _H_MIN = 1.0  # smallest peak dynamic (pixels of inscribed radius) that makes a separate cell
 _H_REL = 0.2  # ... relative to the component's largest inscribed radius
@@ -198,10 +206,15 @@ def label_instances(
     args = (float(threshold), int(min_size), split_touching, min_distance, fill_holes)
     if not is_stack:
         return _label_slice(prob, *args)
-    out = np.zeros(prob.shape, dtype=np.int32)
+    return label_planes(prob.shape, lambda z: _label_slice(prob[z], *args))
+
+
+def label_planes(shape: tuple[int, ...], label_plane: Callable[[int], np.ndarray]) -> np.ndarray:
+    """A ``(Z, Y, X)`` stack of ``label_plane(z)`` results, ids made unique over the stack."""
+    out = np.zeros(shape, dtype=np.int32)
     offset = 0
-    for z in range(prob.shape[0]):
-        lab = _label_slice(prob[z], *args)
+    for z in range(shape[0]):
+        lab = label_plane(z)
         out[z] = np.where(lab > 0, lab + offset, 0)
         offset += int(lab.max())
     return out

@@ -5,7 +5,7 @@ One pipeline for the widgets, the CLI and the benchmarks:
 1. :func:`prepare_image` checks the image against the model and converts colour images for a
    single-channel model (:func:`to_single_channel`: grey, or the hematoxylin stain by colour
    deconvolution, Ruifrok & Johnston 2001).
-2. :func:`predict_foreground` resamples the image so that its objects appear at the model's
+2. :func:`predict_maps` resamples the image so that its objects appear at the model's
    object size (:mod:`.scale`), predicts it tile by tile and resamples the cell probability
    back to the image's pixel grid.  ``diameter="auto"`` estimates the object size first
    (:func:`estimate_diameter`).
@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from .instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, label_instances, label_with_interior
+from .instances import (
+    DEFAULT_MIN_SIZE,
+    DEFAULT_THRESHOLD,
+    label_instances,
+    label_planes,
+    label_with_interior,
+)
 from .normalize import to_channels_first
 from .scale import (
     MAX_FACTOR,
@@ -330,12 +336,9 @@ def label_probability(
         return label_instances(flat, threshold, min_size, stack=True).reshape(fg.shape)
     planes = fg.reshape((-1, *fg.shape[-2:]))
     inner = interior.reshape(planes.shape)
-    out = np.zeros(planes.shape, dtype=np.int32)
-    offset = 0
-    for z in range(planes.shape[0]):
-        lab = label_with_interior(planes[z], inner[z], threshold, min_size)
-        out[z] = np.where(lab > 0, lab + offset, 0)
-        offset += int(lab.max())
+    out = label_planes(
+        planes.shape, lambda z: label_with_interior(planes[z], inner[z], threshold, min_size)
+    )
     return out.reshape(fg.shape)
 
 

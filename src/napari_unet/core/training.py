@@ -441,6 +441,7 @@ class _PatchSampler:
         in_shape: tuple[int, int],
         out_shape: tuple[int, int],
         rng: np.random.Generator,
+        n_classes: int = 2,
     ) -> None:
         self.slices = slices
         self.cfg = cfg
@@ -448,7 +449,7 @@ class _PatchSampler:
         self.out_shape = out_shape
         self.offset = ((in_shape[0] - out_shape[0]) // 2, (in_shape[1] - out_shape[1]) // 2)
         self.rng = rng
-        self.n_classes = 2
+        self.n_classes = n_classes
         self.fg_counts = np.array([s.fg.size for s in slices], dtype=np.float64)
         self.bg_counts = np.array([s.bg.size for s in slices], dtype=np.float64)
 
@@ -495,7 +496,7 @@ class _PatchSampler:
             weights = weights[py : py + oh, px : px + ow]
             if weights.any():  # an augmented patch can lose its labeled pixels; draw again
                 break
-        target = class_target(instances, int(self.n_classes))[py : py + oh, px : px + ow]
+        target = class_target(instances, self.n_classes)[py : py + oh, px : px + ow]
         return np.ascontiguousarray(image, dtype=np.float32), target, weights
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -694,8 +695,7 @@ def train(
     side = cfg.patch_size or default_patch_size(model, [s.mask.shape for s in slices])
     in_shape = tuple(model.valid_input_shape((side, side)))
     out_shape = tuple(model.output_shape(in_shape))
-    sampler = _PatchSampler(slices, cfg, in_shape, out_shape, rng)
-    sampler.n_classes = int(model.n_classes)
+    sampler = _PatchSampler(slices, cfg, in_shape, out_shape, rng, int(model.n_classes))
 
     settings = dataclasses.asdict(cfg)
     settings.update(
