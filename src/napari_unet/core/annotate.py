@@ -11,6 +11,7 @@ edit as ``layer.data_setitem(indices, value)`` and get napari's undo history for
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -21,8 +22,9 @@ from skimage.segmentation import watershed
 from .instances import DEFAULT_THRESHOLD
 from .labels import BACKGROUND_LABEL, UNLABELED
 
-__all__ = ["BACKGROUND_RING_PX", "DEFAULT_DIAMETER", "accept_object", "add_cell",
-           "background_ring", "expected_diameter", "grow_cell", "remove_object"]
+__all__ = ["BACKGROUND_RING_PX", "DEFAULT_DIAMETER", "ClickEdit", "accept_object", "add_cell",
+           "apply_edit", "background_ring", "click_edit", "expected_diameter", "grow_cell",
+           "grow_click", "remove_object"]
 
 Indices = tuple[np.ndarray, ...]
 
@@ -445,3 +447,75 @@ def accept_object(
     else:
         mask = pred == pred[pt]
     return add_cell(lab, mask, dense=dense, return_indices=return_indices)
+
+
+@dataclass
+class ClickEdit:
+    """What one click changes: ``labels[indices] = values``; ``new_id`` of an added cell."""
+
+    indices: Indices
+    values: np.ndarray
+    new_id: int = 0
+
+
+def grow_click(
+    labels: np.ndarray, point: Sequence[int], *, predicted: np.ndarray | None = None,
+    probability: np.ndarray | None = None, image: np.ndarray | None = None,
+    diameter: float | None = None, dense: bool = False,
+) -> np.ndarray:
+    """The mask an add-click at ``point`` grows, from the probability and/or the image."""
+    d = diameter or expected_diameter(predicted, labels, dense=dense)
+    if probability is not None and image is not None:
+        return grow_cell(probability, point, diameter=d, labels=labels, image=image, dense=dense)
+    source = probability if probability is not None else image
+    if source is None:
+        raise ValueError("choose an image (or a probability map) to grow cells from")
+    return grow_cell(source, point, diameter=d, labels=labels, dense=dense)
+
+
+def click_edit(
+    labels: np.ndarray, point: Sequence[int], action: str, *,
+    predicted: np.ndarray | None = None, probability: np.ndarray | None = None,
+    image: np.ndarray | None = None, diameter: float | None = None, dense: bool = False,
+) -> ClickEdit | None:
+    """The edit of one click (``"add"``, ``"remove"`` or ``"accept"``) on a 2D label image.
+
+    None when the click changes nothing.  A cell added in the sparse convention comes with a
+    background ring (:func:`background_ring`) off the predicted objects, so that retraining
+    learns its border.
+    """
+    lab = np.asarray(labels)
+    if action == "remove":
+        _, indices = remove_object(lab, point, predicted, dense=dense, return_indices=True)
+        value = _background(dense)
+    elif action == "accept":
+        if predicted is None:
+            raise ValueError("Ctrl-click accepts a predicted cell: choose a prediction layer")
+        _, value, indices = accept_object(lab, predicted, point, dense=dense,
+                                          return_indices=True)
+    elif action == "add":
+        mask = grow_click(lab, point, predicted=predicted, probability=probability,
+                          image=image, diameter=diameter, dense=dense)
+        new, value, indices = add_cell(lab, mask, dense=dense, return_indices=True)
+    else:
+        raise ValueError(f"action must be 'add', 'remove' or 'accept', got {action!r}")
+    if indices[0].size == 0:
+        return None
+    if lab.dtype.kind in "iu" and value > np.iinfo(lab.dtype).max:
+        raise ValueError(f"label {value} does not fit the layer's dtype {lab.dtype}")
+    values = np.full(indices[0].size, value, dtype=lab.dtype)
+    new_id = int(value) if action != "remove" else 0
+    if action == "add" and not dense:
+        ring = background_ring(new, new == value,
+                               avoid=None if predicted is None else predicted > 0)
+        indices = tuple(np.concatenate(pair) for pair in zip(indices, ring, strict=True))
+        values = np.concatenate([values, np.full(ring[0].size, BACKGROUND_LABEL, lab.dtype)])
+    return ClickEdit(indices, values, new_id)
+
+
+def apply_edit(labels: np.ndarray, edit: ClickEdit | None) -> np.ndarray:
+    """A copy of ``labels`` with ``edit`` applied (for scripts; the widget replays it)."""
+    out = np.array(labels, copy=True)
+    if edit is not None:
+        out[edit.indices] = edit.values
+    return out

@@ -37,6 +37,7 @@ from magicgui.widgets import (
 from napari_unet.widgets import _layers, _notify
 from napari_unet.widgets._session import get_session
 from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
+from napari_unet.widgets.live import LiveSession, start_live
 from napari_unet.widgets.loss_plot import TrainingDisplay
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class AnnotateWidget(Container):
         self.native.layout().addWidget(self._display)
         self.corrections = 0
         self.worker: Any = None
+        self.live: LiveSession | None = None
         self._cancellable = False
         self._outcome = ""
         self._attached: Labels | None = None
@@ -135,6 +137,8 @@ class AnnotateWidget(Container):
         self._image_combo.changed.connect(self._pick_prediction_layers)
         self._retrain_button.changed.connect(lambda *_: self.retrain())
         self._cancel_button.changed.connect(lambda *_: self.cancel())
+        self._live_box.changed.connect(self._live_toggled)
+        self._pause_button.changed.connect(lambda *_: self.toggle_pause())
         self.native.destroyed.connect(self._cleanup)
 
     def _retrain_widgets(self) -> list[Any]:
@@ -150,12 +154,22 @@ class AnnotateWidget(Container):
         )
         self._count_label = Label(value="")
         self._display = TrainingDisplay()
-        return [run_buttons, self._auto, self._count_label]
+        self._live_box = CheckBox(
+            text="Live: train while you annotate", value=False,
+            tooltip="Train continuously on the annotations; every stroke or click counts "
+            "within a second and the overlay on screen refreshes every few seconds. "
+            "Unticking predicts the whole image.")
+        self._pause_button = PushButton(text="Pause", enabled=False)
+        live = Container(widgets=[self._live_box, self._pause_button], layout="horizontal",
+                         labels=False)
+        return [run_buttons, self._auto, live, self._count_label]
 
     def _cleanup(self, *_: Any) -> None:
         """The Qt widget is gone: detach the click callback and stop following the layers."""
         connect_layer_list(self._viewer, self._layers_changed, disconnect=True)
         self._session.training_changed.disconnect(self._training_changed)
+        if self.live is not None:
+            self.live.stop()
         self._detach()
 
     def _detach(self) -> None:
@@ -292,10 +306,10 @@ class AnnotateWidget(Container):
         return action
 
     def _edit(self, layer: Labels, position: tuple[float, ...],
-              action: str) -> tuple[tuple[np.ndarray, ...], int | np.ndarray] | None:
-        """``(indices, value(s))`` for ``layer.data_setitem`` (one undo step); None when the
-        click changes nothing.  A cell added in the sparse convention gets a background ring."""
-        from napari_unet.core import annotate
+              action: str) -> tuple[tuple[np.ndarray, ...], np.ndarray] | None:
+        """``(indices, values)`` for ``layer.data_setitem`` (one undo step); None when the
+        click changes nothing (``core.annotate.click_edit`` decides what changes)."""
+        from napari_unet.core.annotate import click_edit
 
         data = layer.data
         point = np.round(np.asarray(layer.world_to_data(position), dtype=float)).astype(int)
@@ -304,62 +318,35 @@ class AnnotateWidget(Container):
         if data.ndim < 2:
             raise ValueError(f"annotation layer must be at least 2D, got shape {data.shape}")
         lead, yx = tuple(int(p) for p in point[:-2]), tuple(int(p) for p in point[-2:])
-        labels = _plane(data, lead)
-        dense = bool(self._dense.value)
-        predicted = self._plane_of(self._pred_combo.value, data.shape, lead, "prediction")
-
-        if action == "remove":
-            _, indices = annotate.remove_object(labels, yx, predicted, dense=dense,
-                                                return_indices=True)
-            value = 0 if dense else _background()
-        elif action == "accept":
-            if predicted is None:
-                raise ValueError("Ctrl-click accepts a predicted cell: choose a prediction layer")
-            _, value, indices = annotate.accept_object(labels, predicted, yx, dense=dense,
-                                                       return_indices=True)
-        else:
-            mask = self._grow(labels, predicted, yx, lead, data.shape, dense)
-            new, value, indices = annotate.add_cell(labels, mask, dense=dense,
-                                                    return_indices=True)
-        if indices[0].size == 0:
+        shape = tuple(data.shape)
+        sources: dict[str, Any] = {}
+        if action == "add":
+            sources = {"image": self._image_plane(shape, lead),
+                       "probability": self._plane_of(self._prob_combo.value, shape, lead,
+                                                     "probability"),
+                       "diameter": float(self._diameter.value) or None}
+        edit = click_edit(
+            _plane(data, lead), yx, action, dense=bool(self._dense.value),
+            predicted=self._plane_of(self._pred_combo.value, shape, lead, "prediction"),
+            **sources,
+        )
+        if edit is None:
             return None
-        if data.dtype.kind in "iu" and value > np.iinfo(data.dtype).max:
-            raise ValueError(f"label {value} does not fit the layer's dtype {data.dtype}")
-        values: int | np.ndarray = int(value)
-        if action == "add" and not dense:  # the new cell's border: background around it
-            n_cell = indices[0].size
-            ring = annotate.background_ring(
-                new, new == value, avoid=None if predicted is None else predicted > 0)
-            indices = tuple(np.concatenate(pair) for pair in zip(indices, ring, strict=True))
-            values = np.concatenate([np.full(n_cell, value, dtype=data.dtype),
-                                     np.full(ring[0].size, _background(), dtype=data.dtype)])
-        full = tuple(np.full(indices[0].shape, i, dtype=np.intp) for i in lead) + tuple(indices)
-        return full, values
+        full = tuple(np.full(edit.indices[0].shape, i, dtype=np.intp) for i in lead)
+        return full + tuple(edit.indices), edit.values
 
-    def _grow(self, labels: np.ndarray, predicted: np.ndarray | None, yx: tuple[int, int],
-              lead: tuple[int, ...], shape: tuple[int, ...], dense: bool) -> np.ndarray:
-        from napari_unet.core import annotate
-
+    def _image_plane(self, shape: tuple[int, ...], lead: tuple[int, ...]) -> np.ndarray | None:
+        """The chosen image's plane (channels averaged) to grow cells over, or None."""
         image_layer = self._image_combo.value
-        image = None
-        if image_layer is not None:
-            data, channel_axis = _layers.image_layer_data(image_layer)
-            if channel_axis is not None:  # grow over the mean of the channels
-                data = np.asarray(data, dtype=np.float32).mean(axis=channel_axis)
-            if data.shape != shape:
-                raise ValueError(f"image {image_layer.name!r} has shape {data.shape}, the "
-                                 f"annotation layer {shape}")
-            image = _plane(data, lead).astype(np.float32, copy=False)
-        prob = self._plane_of(self._prob_combo.value, shape, lead, "probability")
-        diameter = float(self._diameter.value) or annotate.expected_diameter(
-            predicted, labels, dense=dense)
-        if prob is not None and image is not None:
-            return annotate.grow_cell(prob, yx, diameter=diameter, labels=labels, image=image,
-                                      dense=dense)
-        source = prob if prob is not None else image
-        if source is None:
-            raise ValueError("choose an image (or a probability map) to grow cells from")
-        return annotate.grow_cell(source, yx, diameter=diameter, labels=labels, dense=dense)
+        if image_layer is None:
+            return None
+        data, channel_axis = _layers.image_layer_data(image_layer)
+        if channel_axis is not None:  # grow over the mean of the channels
+            data = np.asarray(data, dtype=np.float32).mean(axis=channel_axis)
+        if data.shape != shape:
+            raise ValueError(f"image {image_layer.name!r} has shape {data.shape}, the "
+                             f"annotation layer {shape}")
+        return _plane(data, lead).astype(np.float32, copy=False)
 
     @staticmethod
     def _plane_of(layer: Any, shape: tuple[int, ...], lead: tuple[int, ...],
@@ -452,12 +439,85 @@ class AnnotateWidget(Container):
         except RuntimeError:
             pass
 
+    # -- live mode ------------------------------------------------------------------------
+    def _live_toggled(self, on: bool) -> None:
+        if on and self.live is None:
+            self.start_live()
+        elif not on and self.live is not None:
+            self.stop_live()
+
+    def start_live(self, start_thread: bool = True) -> LiveSession | None:
+        """Start live training on the chosen image and annotations (None when it cannot)."""
+        image, labels = self._image_combo.value, self._labels_combo.value
+        if image is None or labels is None:
+            _notify.notify_error("Live: choose the image and the annotation layer first.")
+            self._set_live_box(False)
+            return None
+        self.live = start_live(
+            self._viewer, image, labels, start_thread=start_thread,
+            dense=bool(self._dense.value), diameter=float(self._diameter.value) or None,
+            on_status=self._display.set_status, on_step=self._live_step,
+            on_stopped=self._live_stopped)
+        if self.live is None:
+            self._set_live_box(False)
+            return None
+        self._set_live_box(True)
+        self._display.begin(1, "live: starting…")
+        self._training_changed()
+        return self.live
+
+    def stop_live(self) -> None:
+        """Stop live training; the whole image is predicted with the updated model."""
+        if self.live is not None:
+            self.live.stop()
+            self._display.set_status("live: stopping after the current step…")
+
+    def toggle_pause(self) -> None:
+        """Pause live training, or resume it."""
+        if self.live is None:
+            return
+        paused = self._pause_button.text == "Pause"
+        self.live.pause(paused)
+        self._pause_button.text = "Resume" if paused else "Pause"
+        self._display.set_status("live: paused" if paused else "live: training")
+
+    def _set_live_box(self, value: bool) -> None:
+        with self._live_box.changed.blocked():
+            self._live_box.value = value
+
+    def _live_step(self, step: int, loss: float) -> None:
+        try:
+            self._display.show_step(step, step, loss, f"live: step {step} · loss {loss:.4f}")
+        except RuntimeError:  # the widget was closed meanwhile
+            pass
+
+    def _live_stopped(self, trained: bool) -> None:
+        """Live has ended: predict the whole image with the updated model."""
+        from napari_unet.widgets.predict import predict_layer
+
+        image = self.live.image_layer if self.live is not None else None
+        self.live = None
+        try:
+            self._set_live_box(False)
+            self._pause_button.text = "Pause"
+            self._training_changed()
+            self.corrections = 0 if trained else self.corrections
+            self._show_count()
+            self._display.set_status("live stopped" + (", predicting the whole image…"
+                                                        if trained else ""))
+        except RuntimeError:
+            pass
+        if trained and image is not None and image in self._viewer.layers:
+            self.predict_worker = predict_layer(self._viewer, image, self._session.model)
+
     def _training_changed(self, *_: Any) -> None:
         """Retrain is enabled only when no training runs; while Train U-Net does, say so."""
-        mine = self.worker is not None
+        mine = self.worker is not None or self.live is not None
         busy = None if mine else self._session.busy_message()
         try:
             self._retrain_button.enabled = not mine and busy is None
+            self._live_box.enabled = self.worker is None and busy is None
+            self._pause_button.enabled = self.live is not None
             self._retrain_button.tooltip = busy or "Fine-tune the model on the corrections"
             self._cancel_button.enabled = mine and self._cancellable
             if busy is not None:
@@ -466,9 +526,3 @@ class AnnotateWidget(Container):
                 self._display.set_status("")
         except RuntimeError:
             pass
-
-
-def _background() -> int:
-    from napari_unet.core.labels import BACKGROUND_LABEL
-
-    return BACKGROUND_LABEL

@@ -1,0 +1,334 @@
+"""A simulated annotator: one click at a time where the prediction is worst, live training.
+
+For each kind of image (``kinds.KINDS``: fluorescence and H&E nuclei, phase-contrast cells, EM
+cell interiors) a scripted user corrects one val image, starting from the shipped model
+(fluorescence) or from a model trained on 10 painted cells (``--start-steps`` steps, the
+``sparse-10`` protocol of ``kinds.py``). At every click the user picks the largest plainly
+wrong object of the current prediction:
+
+* a predicted object that matches no true object (IoU < 0.5) and lies mostly (> 50%) off the
+  true objects: Alt-click on it (``core.annotate.click_edit(..., "remove")``);
+* a true object that no predicted object matches: a click at its centre (the point farthest
+  from its border), whose mask is the one the click tool grows (``"add"``, with its ring).
+
+The edit enters a :class:`napari_unet.core.live.LiveTrainer` (as Live mode does), which trains
+``--steps-per-click`` steps before the next click. Recorded after every update: accuracy@0.5
+of the corrected image, the wall time, whether the clicked object is right now; every
+``--others-every`` clicks the mean accuracy@0.5 of ``--others`` uncorrected val images.
+``--variants`` compares the correction-weighted sampling (``weighted``: half the patches on
+recent corrections, their pixels x3) with plain sampling (``plain``) on the same start::
+
+    .venv/bin/python benchmarks/annotator.py --kinds fluo phase he em --clicks 20 \\
+        --json benchmarks/results_annotator.json --png benchmarks/annotator_curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import kinds as K  # noqa: E402
+
+from napari_unet.core.annotate import apply_edit, click_edit  # noqa: E402
+from napari_unet.core.live import LiveSettings, LiveTrainer  # noqa: E402
+from napari_unet.core.metrics import iou_matrix  # noqa: E402
+from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
+from napari_unet.core.segment import label_probability, min_size_for, model_threshold  # noqa: E402
+from napari_unet.core.training import train_to_completion  # noqa: E402
+from napari_unet.models import load_pretrained  # noqa: E402
+
+VARIANTS = {
+    "weighted": {"recent_fraction": 0.5, "correction_weight": 3.0},
+    "plain": {"recent_fraction": 0.0, "correction_weight": 1.0},
+}
+
+
+def start_model(kind: K.Kind, train: list, args: argparse.Namespace) -> UNet:
+    """The shipped model (fluorescence) or a new network trained on 10 painted cells.
+
+    ``--cache DIR`` keeps the 10-cell models between runs (same kind, seed and steps).
+    """
+    from napari_unet.core.checkpoint import load_model, save_model
+
+    if kind.name == "fluo":
+        return load_pretrained()
+    cached = None if args.cache is None else \
+        args.cache / f"{kind.name}-10cells-s{args.seed}-{args.start_steps}.pt"
+    if cached is not None and cached.is_file():
+        return load_model(cached)
+    images, labels, dense = K.annotation("sparse-10", train, args.seed, kind)
+    model = UNet(**{**DEFAULT_CONFIG, "in_channels": 3 if kind.rgb else 1})
+    train_to_completion(model, images, labels, steps=args.start_steps, dense=dense,
+                        seed=args.seed, channel_axis=-1 if kind.rgb else None, device="cpu")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        save_model(model, cached)
+    return model
+
+
+def best_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per predicted and per true object (sorted ids): its best IoU with the other image's."""
+    iou = iou_matrix(pred, gt)  # (n_gt, n_pred)
+    if iou.size == 0:
+        return np.zeros(iou.shape[1]), np.zeros(iou.shape[0])
+    return iou.max(axis=0), iou.max(axis=1)
+
+
+def worst_mistake(pred: np.ndarray, gt: np.ndarray, done: set) -> tuple[str, int, int] | None:
+    """``(action, id, area)`` of the largest plainly wrong object not clicked before."""
+    pred_ids, gt_ids = np.unique(pred[pred > 0]), np.unique(gt[gt > 0])
+    p_best, g_best = best_iou(pred, gt)
+    p_area = ndi.sum_labels(np.ones_like(pred), pred, pred_ids)
+    on_truth = ndi.sum_labels(gt > 0, pred, pred_ids) / np.maximum(p_area, 1)
+    g_area = ndi.sum_labels(np.ones_like(gt), gt, gt_ids)
+    options = [("remove", int(i), int(a)) for i, a, b, t in
+               zip(pred_ids, p_area, p_best, on_truth, strict=True)
+               if b < 0.5 and t < 0.5 and ("remove", int(i)) not in done]
+    options += [("add", int(i), int(a)) for i, a, b in zip(gt_ids, g_area, g_best, strict=True)
+                if b < 0.5 and ("add", int(i)) not in done]
+    return max(options, key=lambda o: o[2]) if options else None
+
+
+def centre(mask: np.ndarray) -> tuple[int, int]:
+    """The pixel of ``mask`` farthest from its border (where a user clicks)."""
+    dist = ndi.distance_transform_edt(mask)
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(dist)), mask.shape))
+
+
+class Session:
+    """One corrected image, its live trainer and the current prediction."""
+
+    def __init__(self, model: UNet, image: np.ndarray, gt: np.ndarray, kind: K.Kind,
+                 settings: LiveSettings) -> None:
+        self.gt, self.kind = gt, kind
+        axis = -1 if kind.rgb else None
+        self.grey = (image.astype(np.float32).mean(axis=-1) if kind.rgb
+                     else image.astype(np.float32))
+        self.trainer = LiveTrainer(model, image, settings, channel_axis=axis)
+        self.labels = np.zeros(gt.shape, np.int32)
+        self.threshold = model_threshold(model)
+        self.fg, self.pred = self._predict_start(model, image, axis)
+
+    def _predict_start(self, model: UNet, image: np.ndarray, axis: int | None):
+        from napari_unet.core.segment import segment
+
+        seg = segment(model, image, channel_axis=axis)
+        self.factor = seg.factor
+        return seg.probability, seg.instances
+
+    def predict(self) -> None:
+        """The live trainer's prediction of the whole image, labelled."""
+        fg, interior, _ = self.trainer.predict()
+        self.fg = fg
+        self.pred = label_probability(fg, self.threshold, min_size_for(self.factor), interior)
+
+    def click(self, action: str, obj: int) -> tuple[np.ndarray, float | None]:
+        """Apply one click on object ``obj``; ``(object mask, add-click mask IoU)``."""
+        mask = (self.pred == obj) if action == "remove" else (self.gt == obj)
+        edit = click_edit(self.labels, centre(mask), action, predicted=self.pred,
+                          probability=self.fg, image=self.grey)
+        iou = None
+        if edit is not None:
+            self.labels = apply_edit(self.labels, edit)
+            changed = np.zeros(self.labels.shape, bool)
+            changed[edit.indices] = True
+            self.trainer.update(self.labels, changed)
+            if action == "add":
+                cell = self.labels == edit.new_id
+                iou = float((cell & mask).sum() / max((cell | mask).sum(), 1))
+        elif action == "add":
+            iou = 0.0
+        return mask, iou
+
+    def fixed(self, action: str, mask: np.ndarray) -> bool:
+        """Is the clicked object right now (removed: no object there; added: found)?"""
+        ids, counts = np.unique(self.pred[mask], return_counts=True)
+        for i, c in zip(ids, counts, strict=True):
+            if i == 0:
+                continue
+            iou = c / ((self.pred == i) | mask).sum()
+            if iou >= 0.5:
+                return action == "add"
+        return action == "remove"
+
+
+def others_accuracy(model: UNet, others: list, kind: K.Kind) -> float:
+    """Mean accuracy@0.5 of the uncorrected val images."""
+    model.eval()
+    return K.score_unet(model, others, kind)["accuracy"]
+
+
+def run_variant(model0: UNet, target, others: list, kind: K.Kind, variant: str,
+                args: argparse.Namespace, log) -> dict:
+    """One annotator run: clicks, live updates, the curves."""
+    import copy
+
+    model = copy.deepcopy(model0)
+    settings = LiveSettings(learning_rate=args.lr, seed=args.seed, device="cpu",
+                            **VARIANTS[variant])
+    session = Session(model, target[1], target[2], kind, settings)
+    base_others = others_accuracy(model, others, kind)
+    curve = [{"clicks": 0, "seconds": 0.0, "accuracy": K.accuracy(session.pred, target[2]),
+              "others": base_others}]
+    done: set = set()
+    fixed, ious, elapsed = [], [], 0.0
+    for n in range(1, args.clicks + 1):
+        mistake = worst_mistake(session.pred, target[2], done)
+        if mistake is None:
+            break
+        action, obj, _ = mistake
+        done.add((action, obj))
+        mask, iou = session.click(action, obj)
+        if iou is not None:
+            ious.append(iou)
+        t0 = time.perf_counter()
+        for _ in range(args.steps_per_click):
+            session.trainer.step()
+        session.predict()
+        elapsed += time.perf_counter() - t0
+        fixed.append(session.fixed(action, mask))
+        point = {"clicks": n, "seconds": round(elapsed, 2), "action": action,
+                 "accuracy": K.accuracy(session.pred, target[2]), "fixed": fixed[-1]}
+        if n % args.others_every == 0 or n == args.clicks:
+            point["others"] = others_accuracy(session.trainer.model, others, kind)
+        curve.append(point)
+        log(kind.name, variant, point, f"mask IoU {iou}" if iou is not None else "")
+    last_others = next(p["others"] for p in reversed(curve) if "others" in p)
+    return {
+        "clicked_fixed_fraction": float(np.mean(fixed)) if fixed else None,
+        "uncorrected_delta": float(last_others - base_others),
+        "mask_iou_median": float(np.median(ious)) if ious else None,
+        "accuracy_gain": float(curve[-1]["accuracy"] - curve[0]["accuracy"]),
+        "seconds_per_update": elapsed / max(len(fixed), 1),
+        "curve": curve,
+    }
+
+
+def click_masks(model: UNet, images: list, kind: K.Kind) -> dict:
+    """IoU of the add-click mask of every missed object (clicked at its centre), no training."""
+    from napari_unet.core.segment import segment
+
+    ious, on_found = [], []
+    for _, image, gt in images:
+        seg = segment(model, image, channel_axis=-1 if kind.rgb else None)
+        grey = image.astype(np.float32).mean(axis=-1) if kind.rgb else image.astype(np.float32)
+        _, g_best = best_iou(seg.instances, gt)
+        labels = np.zeros(gt.shape, np.int32)
+        for obj, best in zip(np.unique(gt[gt > 0]), g_best, strict=True):
+            if best >= 0.5:
+                continue
+            mask = gt == obj
+            point = centre(mask)
+            edit = click_edit(labels, point, "add", predicted=seg.instances,
+                              probability=seg.probability, image=grey)
+            cell = np.zeros(gt.shape, bool)
+            if edit is not None:
+                cell[tuple(i[edit.values == edit.new_id] for i in edit.indices)] = True
+            ious.append(float((cell & mask).sum() / (cell | mask).sum()))
+            on_found.append(bool(seg.probability[point] > 0.5))
+    ious_a, found = np.array(ious), np.array(on_found, bool)
+    return {"n": len(ious), "median": float(np.median(ious_a)) if ious else None,
+            "mean": float(ious_a.mean()) if ious else None,
+            "median_on_found": float(np.median(ious_a[found])) if found.any() else None,
+            "median_on_missed": float(np.median(ious_a[~found])) if (~found).any() else None}
+
+
+def draw(results: dict, path: Path) -> None:
+    """Accuracy@0.5 of the corrected image against clicks and wall time, per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for kind, by_variant in results["kinds"].items():
+        for variant, r in by_variant.items():
+            style = "-" if variant == "weighted" else ":"
+            xs = [p["clicks"] for p in r["curve"]]
+            ts = [p["seconds"] for p in r["curve"]]
+            ys = [p["accuracy"] for p in r["curve"]]
+            line, = axes[0].plot(xs, ys, style, label=f"{kind} {variant}")
+            axes[1].plot(ts, ys, style, color=line.get_color())
+    axes[0].set_xlabel("clicks")
+    axes[1].set_xlabel("training + prediction time (s, 1 CPU thread)")
+    for ax in axes:
+        ax.set_ylabel("accuracy@0.5, corrected image")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Simulated annotator, live training (benchmarks/annotator.py)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    """Parse arguments, run every kind and variant, print and write the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", nargs="+", default=list(K.KINDS), choices=list(K.KINDS))
+    parser.add_argument("--variants", nargs="+", default=["weighted"], choices=list(VARIANTS))
+    parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--steps-per-click", type=int, default=40)
+    parser.add_argument("--start-steps", type=int, default=1200)
+    parser.add_argument("--lr", type=float, default=LiveSettings.learning_rate)
+    parser.add_argument("--others", type=int, default=3)
+    parser.add_argument("--val", type=int, default=6, help="val images loaded (fixed subset)")
+    parser.add_argument("--others-every", type=int, default=5)
+    parser.add_argument("--image", type=int, default=0,
+                        help="corrected val image: 0 = the one with the most objects, 1 = next")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data", type=Path, default=K.DATA)
+    parser.add_argument("--cache", type=Path, help="folder that keeps the 10-cell models")
+    parser.add_argument("--masks-only", action="store_true",
+                        help="only the add-click masks of every missed object (no training)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"load average {os.getloadavg()}", flush=True)
+
+    def log(*items) -> None:
+        print(*items, flush=True)
+
+    results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "kinds": {}}
+    for name in args.kinds:
+        kind = K.KINDS[name]
+        train = K.load(kind, "train", args.data, None if kind.chosen else 12)
+        val = K.load(kind, "val", args.data, args.val)
+        t0 = time.perf_counter()
+        model = start_model(kind, train, args)
+        log(name, "start model", f"{time.perf_counter() - t0:.0f} s")
+        if args.masks_only:
+            results["kinds"][name] = {"masks": click_masks(model, val, kind)}
+            log(name, results["kinds"][name])
+            continue
+        # the corrected image: the one with the most objects (most to correct)
+        order = sorted(range(len(val)), key=lambda i: -len(np.unique(val[i][2])))
+        pick = order[min(args.image, len(order) - 1)]
+        target, others = val[pick], [v for i, v in enumerate(val) if i != pick]
+        log(name, "corrected image", target[0])
+        results["kinds"][name] = {v: run_variant(model, target, others[: args.others], kind, v,
+                                                 args, log) for v in args.variants}
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    print(f"load average {os.getloadavg()}", flush=True)
+    for name, by_variant in results["kinds"].items():
+        for variant, r in by_variant.items():
+            log(name, variant, {k: v for k, v in r.items() if k != "curve"})
+    if args.png and not args.masks_only:
+        draw(results, args.png)
+
+
+if __name__ == "__main__":
+    main()

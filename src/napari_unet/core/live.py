@@ -1,0 +1,307 @@
+"""Live training: a U-Net that keeps learning from annotations while the user edits them.
+
+ilastik's "live update" for a U-Net: :class:`LiveTrainer` holds the model, its optimizer and a
+training set built from the current annotations. :meth:`LiveTrainer.update` hands it new
+labels (from any thread); the next :meth:`LiveTrainer.step` trains on them. What the user
+corrected last is what the next update must get right, so patches are centred on recent
+corrections part of the time and their pixels weigh more; where nothing is labeled, a frozen
+copy of the starting model keeps its own answer (distillation, as the one-shot Retrain does).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .device import free_device_memory, resolve_device
+from .scale import resample
+from .tiling import predict_region
+from .training import (
+    FINE_TUNE_LEARNING_RATE,
+    TrainConfig,
+    _PatchSampler,
+    _planes,
+    _Slice,
+    _slice_of,
+    check_label_classes,
+    correction_settings,
+    default_patch_size,
+    distillation_loss,
+    is_trained,
+    keeps_unlabeled,
+    training_scale,
+    weighted_cross_entropy,
+)
+
+__all__ = ["LiveSettings", "LiveTrainer"]
+
+
+@dataclass
+class LiveSettings:
+    """How a live session trains: ``recent_fraction`` of the patches are centred on one of the
+    last ``recent`` corrections, whose pixels weigh ``correction_weight`` times more."""
+
+    learning_rate: float = FINE_TUNE_LEARNING_RATE
+    batch_size: int = 4
+    recent: int = 8
+    recent_fraction: float = 0.5
+    correction_weight: float = 3.0
+    dense: bool = False
+    diameter: float | None = None
+    seed: int | None = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot work."""
+        if not self.learning_rate > 0 or self.batch_size < 1 or self.recent < 0:
+            raise ValueError("learning_rate and batch_size must be positive, recent >= 0")
+        if not 0.0 <= self.recent_fraction <= 1.0:
+            raise ValueError(f"recent_fraction must be in [0, 1], got {self.recent_fraction}")
+        if not self.correction_weight >= 1.0:
+            raise ValueError(f"correction_weight must be >= 1, got {self.correction_weight}")
+
+
+class _CorrectionSampler(_PatchSampler):
+    """The training sampler, with part of the patch centres on recent corrections."""
+
+    def __init__(self, *args: Any, recent: list[np.ndarray], fraction: float, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.recent = [r for r in recent if r.size]
+        self.fraction = fraction if self.recent else 0.0
+
+    def _centre(self) -> tuple[_Slice, int, int]:
+        if self.fraction == 0.0 or self.rng.random() >= self.fraction:
+            return super()._centre()
+        age = np.arange(1, len(self.recent) + 1, dtype=np.float64)  # the newest weighs most
+        pool = self.recent[int(self.rng.choice(len(self.recent), p=age / age.sum()))]
+        s = self.slices[0]
+        cy, cx = divmod(int(pool[self.rng.integers(pool.size)]), s.mask.shape[1])
+        return s, cy, cx
+
+
+class LiveTrainer:
+    """Fine-tune ``model`` step by step on one 2D image whose annotations keep changing.
+
+    ``image``: ``(Y, X)`` or ``(C, Y, X)`` (``channel_axis`` as in ``core.training.train``).
+    Labels follow the sparse convention (0 unlabeled, 1 background, >= 2 cells) unless
+    ``settings.dense``. :meth:`update` may be called from any thread; :meth:`step`,
+    :meth:`predict` and :meth:`close` belong to the training thread.
+    """
+
+    def __init__(self, model: torch.nn.Module, image: np.ndarray, settings: LiveSettings | None
+                 = None, *, channel_axis: int | None = None) -> None:
+        self.settings = settings or LiveSettings()
+        self.settings.validate()
+        self.model = model
+        image = np.asarray(image)
+        if channel_axis is not None:  # channels first: the last two axes are the plane
+            image, channel_axis = np.moveaxis(image, channel_axis, 0), 0
+        self.image = image
+        self.channel_axis = channel_axis
+        self.cfg = self._config(model)
+        self.device = resolve_device(self.settings.device)
+        self.rng = np.random.default_rng(self.settings.seed)
+        if self.settings.seed is not None:
+            torch.manual_seed(self.settings.seed)
+        self.steps = 0
+        self.corrections = 0
+        self.loss: float | None = None
+        self.message = "waiting for annotations"
+        self.data_diameter: float | None = None
+        self.factor: float | None = None
+        self._recent: deque[np.ndarray] = deque(maxlen=max(self.settings.recent, 1))
+        self._lock = threading.Lock()
+        self._pending: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._sampler: _CorrectionSampler | None = None
+        self._teacher = self._optimizer = None
+        self._scaled_image: np.ndarray | None = None
+        self._shapes: tuple[tuple[int, int], tuple[int, int]] | None = None
+
+    def _config(self, model: torch.nn.Module) -> TrainConfig:
+        """Training settings of a correction retrain (``correction_settings``) at this pace."""
+        s = self.settings
+        return TrainConfig(
+            learning_rate=s.learning_rate, batch_size=s.batch_size, dense=s.dense,
+            diameter=s.diameter, device=s.device, seed=s.seed,
+            **correction_settings(model, s.dense),
+        )
+
+    # -- from any thread ------------------------------------------------------------------
+    def update(self, labels: np.ndarray, changed: np.ndarray | None = None) -> None:
+        """Train on ``labels`` from the next step on; ``changed``: the pixels just corrected."""
+        labels = np.array(labels, copy=True)
+        if labels.shape != self.image.shape[-2:]:
+            raise ValueError(f"labels shape {labels.shape} does not match the image "
+                             f"{self.image.shape[-2:]}")
+        if changed is not None:
+            changed = np.asarray(changed, dtype=bool)
+            if changed.shape != labels.shape:
+                raise ValueError("changed must have the labels' shape")
+        with self._lock:
+            old = self._pending[1] if self._pending is not None else None
+            if old is not None and changed is not None:
+                changed = changed | old  # two edits between steps: both are recent
+            self._pending = (labels, changed if changed is not None else old)
+
+    # -- on the training thread -----------------------------------------------------------
+    def _take_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._rebuild(*pending)
+
+    def _rebuild(self, labels: np.ndarray, changed: np.ndarray | None) -> None:
+        """A new training set from ``labels``; ``changed`` joins the recent corrections."""
+        planes = _planes(self.model, self.image, labels, self.cfg, self.channel_axis)
+        if not planes:
+            self._sampler, self.message = None, "waiting for annotations"
+            return
+        if self.factor is None:
+            self.data_diameter, self.factor = training_scale(
+                self.model, [planes[0].instances[planes[0].mask]], self.cfg.diameter)
+        s = _slice_of(planes[0], self.factor, self.rng)
+        self._scaled_image = s.image
+        if changed is not None and changed.any():
+            self.corrections += 1
+            self._recent.append(self._at_scale(changed, s.mask.shape))
+        boost = np.zeros(s.mask.shape, dtype=np.uint8)
+        for idx in self._recent:
+            boost.flat[idx] = 1
+        s.boost = boost
+        try:
+            check_label_classes(s.fg.size > 0, s.bg.size > 0, self.cfg.dense,
+                                one_class_ok=keeps_unlabeled(self.model, self.cfg))
+        except ValueError as error:
+            self._sampler, self.message = None, str(error)
+            return
+        self._sampler = self._make_sampler(s)
+        self.message = "training"
+
+    def _at_scale(self, changed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Flat indices of the ``changed`` pixels at the training scale."""
+        small = resample(changed.astype(np.uint8), shape, order=0) if changed.shape != shape \
+            else changed
+        return np.flatnonzero(small).astype(np.int64)
+
+    def _make_sampler(self, s: _Slice) -> _CorrectionSampler:
+        if self._shapes is None:
+            side = default_patch_size(self.model, [s.mask.shape])
+            in_shape = tuple(self.model.valid_input_shape((side, side)))
+            self._shapes = (in_shape, tuple(self.model.output_shape(in_shape)))
+        recent = list(self._recent) if self.settings.recent else []
+        return _CorrectionSampler(
+            [s], self.cfg, *self._shapes, self.rng, int(self.model.n_classes),
+            boost=self.settings.correction_weight, recent=recent,
+            fraction=self.settings.recent_fraction,
+        )
+
+    def _start(self) -> None:
+        """Optimizer, teacher and train mode (frozen BatchNorm statistics when fine-tuning)."""
+        if self._optimizer is not None:
+            return
+        if (self.cfg.distill_weight or 0.0) > 0:
+            self._teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self._teacher.to(self.device)
+        self.model.to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self._optimizer = torch.optim.Adam(params, lr=self.cfg.learning_rate)
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if is_trained(self.model):
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()  # keeps the running statistics; affine weights still learn
+
+    def step(self) -> float | None:
+        """One optimizer step on the current annotations; None while there is nothing to learn."""
+        self._take_pending()
+        if self._sampler is None:
+            return None
+        self._start()
+        self._train_mode()
+        warm = min(1.0, (self.steps + 1) / 10)  # a short warm-up, then a constant rate
+        for group in self._optimizer.param_groups:
+            group["lr"] = self.cfg.learning_rate * warm
+        x, target, weights = (t.to(self.device) for t in self._sampler.batch(self.cfg.batch_size))
+        self._optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x)
+        loss = weighted_cross_entropy(logits, target, weights)
+        if self._teacher is not None:
+            with torch.no_grad():
+                soft = torch.softmax(self._teacher(x).float(), dim=1)
+            loss = loss + self.cfg.distill_weight * distillation_loss(logits, soft, weights == 0)
+        if not torch.isfinite(loss):
+            raise ValueError("live training diverged (the loss is not finite)")
+        loss.backward()
+        self._optimizer.step()
+        self.steps += 1
+        self.loss = float(loss.detach())
+        return self.loss
+
+    def predict(self, region: tuple[slice, slice] | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, tuple[slice, slice]]:
+        """``(cell probability, interior or None, region)`` of the image's ``region`` now.
+
+        Predicted at the network's scale on the training image (so normalized like the whole
+        image; context read around the region) and resampled back onto the region's pixels.
+        """
+        region = _clip_region(region, self.image.shape[-2:])
+        scaled = self._scaled_image
+        if scaled is None:
+            raise ValueError("nothing to predict yet: no annotations were given")
+        f = self.factor or 1.0
+        rows, cols = (_scaled_span(r, f, n) for r, n in zip(region, scaled.shape[-2:],
+                                                             strict=True))
+        self.model.eval()
+        with torch.inference_mode():
+            probs = predict_region(self.model, scaled, (rows, cols), channel_axis=0,
+                                   normalize=False, device=self.device)
+        shape = (region[0].stop - region[0].start, region[1].stop - region[1].start)
+        if probs.shape[-2:] != shape:
+            probs = resample(probs, shape)
+        fg = np.clip(1.0 - probs[0], 0.0, 1.0).astype(np.float32)
+        interior = np.clip(probs[1], 0.0, 1.0).astype(np.float32) if probs.shape[0] > 2 else None
+        return fg, interior, region
+
+    def close(self) -> torch.nn.Module:
+        """End the session: the model in eval mode on the CPU, device memory freed."""
+        self._optimizer = self._teacher = self._sampler = None
+        self.model.eval()
+        self.model.to("cpu")
+        free_device_memory(self.device)
+        metadata = self.model.metadata if isinstance(getattr(self.model, "metadata", None),
+                                                     dict) else {}
+        if self.steps:
+            metadata.setdefault("training", {})["live"] = {
+                "steps": self.steps, "corrections": self.corrections,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        self.model.metadata = metadata
+        return self.model
+
+
+def _clip_region(region: tuple[slice, slice] | None, shape: tuple[int, ...]
+                 ) -> tuple[slice, slice]:
+    """``region`` within ``shape`` (None: the whole image); ``ValueError`` when empty."""
+    if region is None:
+        return slice(0, shape[0]), slice(0, shape[1])
+    out = tuple(slice(max(int(r.start or 0), 0), min(int(n if r.stop is None else r.stop), n))
+                for r, n in zip(region, shape, strict=True))
+    if any(r.stop <= r.start for r in out):
+        raise ValueError(f"region {region} lies outside the image of shape {tuple(shape)}")
+    return out
+
+
+
+def _scaled_span(span: slice, factor: float, n: int) -> slice:
+    """The rows (or columns) at the network's scale that cover ``span`` of the image."""
+    start = min(int(span.start * factor), n - 1)
+    return slice(start, min(max(int(np.ceil(span.stop * factor)), start + 1), n))

@@ -1,0 +1,257 @@
+"""Live mode of the Annotate widget: the network trains while the user paints and clicks.
+
+A :class:`LiveSession` runs :class:`napari_unet.core.live.LiveTrainer` in a ``thread_worker``.
+Every edit of the annotation layer (a paint stroke, a click, an undo) is handed to the
+trainer at once; every ``refresh_s`` seconds the worker predicts the region on screen
+(``layer.corner_pixels``) and the overlay layers are updated there. Stopping predicts the
+whole image. The worker yields after every step, so the window stays responsive and Pause /
+Stop act within a step.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_unet.widgets import _notify
+from napari_unet.widgets._layers import image_layer_data
+from napari_unet.widgets._session import TrainingBusyError, get_session
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels
+
+    from napari_unet.core.live import LiveTrainer
+
+LIVE_OWNER = "Live (Annotate)"
+#: seconds between two overlay refreshes of the visible region
+REFRESH_S = 3.0
+
+
+@dataclass
+class Overlay:
+    """A prediction of one region, labelled in the worker: what the GUI writes into layers."""
+
+    region: tuple[slice, slice]
+    probability: np.ndarray
+    instances: np.ndarray
+    steps: int
+    loss: float | None
+
+
+class _Control:
+    """Knobs the GUI thread turns and the worker reads: pause and the region on screen."""
+
+    def __init__(self) -> None:
+        self.paused = threading.Event()
+        self._lock = threading.Lock()
+        self._region: tuple[slice, slice] | None = None
+
+    @property
+    def region(self) -> tuple[slice, slice] | None:
+        with self._lock:
+            return self._region
+
+    @region.setter
+    def region(self, value: tuple[slice, slice] | None) -> None:
+        with self._lock:
+            self._region = value
+
+
+def live_loop(trainer: LiveTrainer, control: _Control, refresh_s: float = REFRESH_S
+              ) -> Generator[Any, None, None]:
+    """Train step after step; yield the step's loss, or an :class:`Overlay` when one is due."""
+    from napari_unet.core.segment import label_probability, min_size_for, model_threshold
+
+    last = time.perf_counter()
+    while True:
+        if control.paused.is_set():
+            time.sleep(0.05)
+            yield "paused"
+            continue
+        loss = trainer.step()
+        if loss is None:
+            time.sleep(0.1)
+            yield trainer.message
+            continue
+        if time.perf_counter() - last < refresh_s:
+            yield loss
+            continue
+        fg, interior, region = trainer.predict(control.region)
+        labels = label_probability(fg, model_threshold(trainer.model),
+                                   min_size_for(trainer.factor or 1.0), interior)
+        last = time.perf_counter()
+        yield Overlay(region, fg, labels, trainer.steps, trainer.loss)
+
+
+def visible_region(layer: Any) -> tuple[slice, slice] | None:
+    """The rows and columns of ``layer`` on screen (``corner_pixels``), None when unknown."""
+    corners = np.asarray(getattr(layer, "corner_pixels", np.zeros((2, 0))), dtype=int)
+    if corners.shape[-1] < 2:
+        return None
+    (y0, x0), (y1, x1) = corners[0, -2:], corners[1, -2:]
+    if y1 <= y0 or x1 <= x0:
+        return None
+    return slice(int(y0), int(y1) + 1), slice(int(x0), int(x1) + 1)
+
+
+class LiveSession:
+    """One live-training run over an image and its annotation layer (GUI-thread object)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, image_layer: Image, labels_layer: Labels,
+                 *, dense: bool = False, diameter: float | None = None,
+                 refresh_s: float = REFRESH_S,
+                 on_status: Callable[[str], None] | None = None,
+                 on_step: Callable[[int, float], None] | None = None,
+                 on_stopped: Callable[[bool], None] | None = None) -> None:
+        self.viewer, self.image_layer, self.labels_layer = viewer, image_layer, labels_layer
+        self.dense, self.refresh_s = dense, refresh_s
+        self.on_status, self.on_step, self.on_stopped = on_status, on_step, on_stopped
+        self.session = get_session(viewer)
+        self.control = _Control()
+        self.overlays = 0
+        self.worker: Any = None
+        self._lead = tuple(int(i) for i in viewer.dims.current_step[: labels_layer.ndim - 2])
+        self.trainer = self._make_trainer(diameter)
+        self._sent = self._labels_plane()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _make_trainer(self, diameter: float | None) -> LiveTrainer:
+        """A trainer on a copy of the session's model; ValueError when inputs are missing."""
+        from napari_unet.core.live import LiveSettings, LiveTrainer
+        from napari_unet.core.segment import prepare_image
+
+        model = self.session.model
+        if model is None:
+            raise ValueError("no model to train: predict with the starting model, or train "
+                             "one, first")
+        data, channel_axis = image_layer_data(self.image_layer)
+        image, axis = prepare_image(data, channel_axis, model)
+        plane = image[self._lead] if self._lead else image
+        if plane.shape[-2:] != tuple(self.labels_layer.data.shape[-2:]):
+            raise ValueError(f"image {self.image_layer.name!r} has shape {plane.shape[-2:]}, "
+                             f"the annotation layer {self.labels_layer.data.shape[-2:]}")
+        settings = LiveSettings(dense=self.dense, diameter=diameter or None)
+        return LiveTrainer(copy.deepcopy(model), plane, settings,
+                           channel_axis=None if axis is None else 0)
+
+    def _labels_plane(self) -> np.ndarray:
+        data = self.labels_layer.data
+        return np.array(data[self._lead] if self._lead else data, copy=True)
+
+    # -- running --------------------------------------------------------------------------
+    def start(self, start_thread: bool = True) -> Any:
+        """Take the session's training flag and start the worker (TrainingBusyError if taken)."""
+        from napari.qt.threading import create_worker
+
+        self.session.begin_training(LIVE_OWNER)
+        self.trainer.update(self._sent)
+        self.control.region = visible_region(self.image_layer)
+        self.worker = create_worker(live_loop, self.trainer, self.control, self.refresh_s,
+                                    _start_thread=False)
+        self.worker.yielded.connect(self._yielded)
+        self.worker.errored.connect(self._errored)
+        self.worker.finished.connect(self._finished)
+        self.labels_layer.events.paint.connect(self.labels_changed)
+        self.labels_layer.events.data.connect(self.labels_changed)
+        if start_thread:
+            self.worker.start()
+        return self.worker
+
+    def labels_changed(self, *_: Any) -> None:
+        """An edit of the annotations: read it once the event loop is back (napari emits
+        ``paint`` before it writes the pixels) and hand it to the trainer."""
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self.send_labels)
+
+    def send_labels(self) -> None:
+        """Hand the annotation plane and what changed since the last one to the trainer."""
+        plane = self._labels_plane()
+        if plane.shape != self._sent.shape:
+            return
+        changed = plane != self._sent
+        if changed.any():
+            self._sent = plane
+            self.trainer.update(plane, changed)
+
+    def pause(self, paused: bool) -> None:
+        """Pause (True) or resume (False) training; the worker keeps its state."""
+        if paused:
+            self.control.paused.set()
+        else:
+            self.control.paused.clear()
+
+    def stop(self) -> None:
+        """Stop after the current step; the whole image is predicted when the worker ends."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    # -- worker signals (GUI thread) ------------------------------------------------------
+    def _yielded(self, item: Any) -> None:
+        if isinstance(item, Overlay):
+            self._show(item)
+            self.control.region = visible_region(self.image_layer)
+        elif isinstance(item, float):
+            if self.on_step is not None:
+                self.on_step(self.trainer.steps, item)
+        elif self.on_status is not None:
+            self.on_status(f"live: {item}")
+
+    def _show(self, overlay: Overlay) -> None:
+        """Write the region's probability and instances into the overlay layers."""
+        from napari_unet.widgets.predict import show_prediction
+
+        name = self.image_layer.name
+        prob_name, inst_name = f"{name} probability", f"{name} instances"
+        shape = tuple(self.labels_layer.data.shape)
+        if prob_name not in self.viewer.layers or inst_name not in self.viewer.layers:
+            show_prediction(self.viewer, self.image_layer, np.zeros(shape, np.float32),
+                            np.zeros(shape, np.int32))
+        prob, inst = self.viewer.layers[prob_name], self.viewer.layers[inst_name]
+        if tuple(prob.data.shape) != shape or tuple(inst.data.shape) != shape:
+            return  # the user replaced a layer: leave it alone
+        where = (*self._lead, *overlay.region)
+        prob.data[where] = overlay.probability
+        labels = overlay.instances
+        offset = int(np.max(inst.data)) + 1 if labels.any() else 0
+        inst.data[where] = np.where(labels > 0, labels + offset, 0).astype(inst.data.dtype)
+        prob.refresh()
+        inst.refresh()
+        self.overlays += 1
+        if self.on_status is not None:
+            self.on_status(f"live: step {overlay.steps}, loss {overlay.loss:.3f}; overlay "
+                           f"refreshed on screen ({self.overlays})")
+
+    def _errored(self, exc: Exception) -> None:
+        _notify.notify_error(f"Live training stopped: {exc}")
+
+    def _finished(self) -> None:
+        """Release the session; the trained model becomes the session's and predicts."""
+        for event in (self.labels_layer.events.paint, self.labels_layer.events.data):
+            event.disconnect(self.labels_changed)
+        model = self.trainer.close()
+        trained = self.trainer.steps > 0
+        self.session.end_training(LIVE_OWNER)
+        if trained:
+            self.session.set_model(model, f"live-trained ({self.trainer.steps} steps)")
+        if self.on_stopped is not None:
+            self.on_stopped(trained)
+
+
+def start_live(viewer: napari.viewer.Viewer, image_layer: Image, labels_layer: Labels,
+               start_thread: bool = True, **kw: Any) -> LiveSession | None:
+    """Start a :class:`LiveSession`; None (with a notification) when it cannot start."""
+    try:
+        live = LiveSession(viewer, image_layer, labels_layer, **kw)
+        live.start(start_thread)
+    except (ValueError, TrainingBusyError) as exc:
+        _notify.notify_error(f"Cannot start live training: {exc}")
+        return None
+    return live

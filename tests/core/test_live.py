@@ -1,0 +1,115 @@
+"""Live training: annotations enter while it runs, recent corrections weigh, it learns them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core.live import LiveSettings, LiveTrainer
+from napari_unet.core.model import UNet
+from napari_unet.core.segment import segment
+from napari_unet.core.synthetic import make_cells
+from napari_unet.models import load_pretrained
+
+
+def _tiny() -> UNet:
+    torch.manual_seed(0)
+    return UNet(in_channels=1, depth=2, base_channels=4, padding="same")
+
+
+def _sparse(truth: np.ndarray, cells: int = 2) -> np.ndarray:
+    """Two cells (ids >= 2) and a background patch far from them."""
+    labels = np.zeros(truth.shape, np.int32)
+    for k, i in enumerate(np.unique(truth[truth > 0])[:cells]):
+        labels[truth == i] = k + 2
+    labels[:8, :8][truth[:8, :8] == 0] = 1
+    return labels
+
+
+def test_waits_for_annotations_then_trains():
+    image, truth = make_cells((64, 64), n_cells=5, seed=1)
+    trainer = LiveTrainer(_tiny(), image, LiveSettings(batch_size=1, device="cpu"))
+    assert trainer.step() is None and trainer.message == "waiting for annotations"
+    trainer.update(_sparse(truth))
+    loss = trainer.step()
+    assert loss is not None and np.isfinite(loss) and trainer.steps == 1
+    model = trainer.close()
+    assert not model.training and model.metadata["training"]["live"]["steps"] == 1
+
+
+def test_update_checks_the_shape():
+    image, truth = make_cells((64, 64), n_cells=5, seed=1)
+    trainer = LiveTrainer(_tiny(), image)
+    with pytest.raises(ValueError, match="does not match"):
+        trainer.update(truth[:10])
+    with pytest.raises(ValueError, match="recent_fraction"):
+        LiveSettings(recent_fraction=2.0).validate()
+
+
+def test_patches_centre_on_recent_corrections():
+    """With ``recent_fraction=1`` every patch centre lies on a corrected pixel."""
+    image, truth = make_cells((96, 96), n_cells=8, seed=2)
+    labels = _sparse(truth)
+    trainer = LiveTrainer(_tiny(), image, LiveSettings(recent_fraction=1.0, device="cpu"))
+    trainer.update(labels)
+    changed = np.zeros(labels.shape, bool)
+    changed[60:70, 60:70] = True
+    labels[changed] = 1
+    trainer.update(labels, changed)
+    trainer.step()
+    assert trainer.corrections == 1
+    for _ in range(50):
+        _, cy, cx = trainer._sampler._centre()
+        assert changed[cy, cx]
+
+
+def test_corrected_pixels_weigh_more():
+    """The same patches, with and without the correction weight: x3 on corrected pixels."""
+    image, truth = make_cells((64, 64), n_cells=5, seed=3)
+    labels = _sparse(truth)
+    changed = labels > 0
+    weights = []
+    for boost in (1.0, 3.0):
+        trainer = LiveTrainer(_tiny(), image, LiveSettings(correction_weight=boost, seed=0))
+        trainer.cfg.augment = False
+        trainer.update(labels, changed)
+        trainer.step()
+        trainer._sampler.rng = np.random.default_rng(5)
+        weights.append(trainer._sampler.sample()[2])
+    plain, boosted = weights
+    assert plain.sum() > 0
+    np.testing.assert_allclose(boosted, plain * 3.0, rtol=1e-6)
+
+
+def test_region_prediction_equals_the_whole_image():
+    image, truth = make_cells((96, 96), n_cells=8, seed=4)
+    trainer = LiveTrainer(_tiny(), image)
+    trainer.update(_sparse(truth))
+    trainer.step()
+    whole, _, region = trainer.predict()
+    assert whole.shape == image.shape and region == (slice(0, 96), slice(0, 96))
+    part, _, region = trainer.predict((slice(20, 60), slice(-5, 40)))
+    assert region == (slice(20, 60), slice(0, 40))
+    np.testing.assert_allclose(part, whole[20:60, 0:40], atol=1e-5)
+
+
+def test_learns_a_removed_cell_and_keeps_the_others():
+    """The shipped model, one found cell marked as background: 40 live steps remove it."""
+    image, _ = make_cells((128, 128), n_cells=8, seed=1, touching=0.0)
+    model = load_pretrained()
+    seg = segment(model, image)
+    ids = np.unique(seg.instances[seg.instances > 0])
+    assert ids.size >= 4
+    target = seg.instances == ids[0]
+    others = (seg.instances > 0) & ~target
+    labels = np.zeros(image.shape, np.int32)
+    labels[target] = 1
+    torch.set_num_threads(1)
+    trainer = LiveTrainer(model, image, LiveSettings(batch_size=2, learning_rate=1e-3))
+    trainer.update(labels, target)
+    for _ in range(40):
+        trainer.step()
+    fg, _, _ = trainer.predict()
+    assert fg[target].mean() < seg.probability[target].mean() - 0.3
+    assert fg[others].mean() > 0.7
