@@ -126,6 +126,34 @@ def measure(
     rows.append((name, "inference", shape, t, flops / 1e9, flops / t / 1e9, ref))
 
 
+def inference_variants(reps: int, rows: list) -> None:
+    """The default network's inference on one CPU tile: plain, BatchNorm folded (as
+    ``core.tiling`` predicts), channels-last, both."""
+    from napari_unet.core.model import fold_batchnorm
+
+    model = UNet(**DEFAULT_CONFIG).eval()
+    n = model._valid_len_at_most(512)
+    x = torch.randn(1, 1, n, n)
+    flops = count_flops(model, x.shape, train=False)
+    for label, net, fmt in (
+        ("plain", model, torch.contiguous_format),
+        ("BN folded", fold_batchnorm(model), torch.contiguous_format),
+        ("channels-last", model, torch.channels_last),
+        ("BN folded + channels-last", fold_batchnorm(model), torch.channels_last),
+    ):
+        net = net.to(memory_format=fmt)
+        xi = x.contiguous(memory_format=fmt)
+
+        def infer(net=net, xi=xi) -> None:
+            with torch.inference_mode():
+                net(xi)
+
+        ref = reference_gflops()
+        t = best_time(infer, reps + 2)
+        rows.append((f"default: {label}", "inference", tuple(x.shape), t, flops / 1e9,
+                     flops / t / 1e9, ref))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no paper net")
@@ -142,6 +170,7 @@ def main() -> None:
     )
     reference_conv(3)
     rows: list = []
+    inference_variants(reps, rows)
     if not args.quick:
         # the paper network is slow here: warm-up doubles as the single timed run's cache fill
         measure("paper d4 b64 valid", UNet(), (1, 1, 572, 572), 1, rows)

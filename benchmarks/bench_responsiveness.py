@@ -5,6 +5,10 @@ Opens a napari viewer with synthetic cells, starts a training run through the Tr
 between ticks. A gap much longer than 10 ms is a moment where the GUI froze. Goal: max < 100 ms.
 
     xvfb-run -a .venv/bin/python benchmarks/bench_responsiveness.py [--seconds 25] [--threads 1]
+
+``--live``: the Annotate widget's Live mode instead, with the shipped model on a ``--size``
+image while a scripted user paints a cell every 1.5 s; it also reports how long an edit takes
+to enter training and how often the overlay on screen refreshes (goal: at most every 5 s).
 """
 
 from __future__ import annotations
@@ -29,7 +33,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=None, help="base channels (default config)")
     parser.add_argument("--nice", type=int, default=None,
                         help="niceness added to the training thread (default: the widget's)")
+    parser.add_argument("--live", action="store_true", help="measure Live mode instead")
     args = parser.parse_args()
+    if args.live:
+        run_live(args)
+        return
 
     torch.set_num_threads(2)
     import napari
@@ -120,6 +128,80 @@ def main() -> None:
               for t, ms, gen, name in gc_pauses if state["t0"] <= t <= state["t1"]]
     print("garbage collections > 20 ms during training: " + (", ".join(pauses) or "none"))
     gc.callbacks.remove(gc_callback)
+    viewer.close()
+
+
+def run_live(args: argparse.Namespace) -> None:
+    """Live mode: timer gaps, edit-to-training latency and overlay refresh intervals."""
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from napari_unet.core.synthetic import make_cells
+    from napari_unet.models import load_pretrained
+    from napari_unet.widgets import _training_run
+    from napari_unet.widgets._session import get_session
+    from napari_unet.widgets.annotate import AnnotateWidget
+
+    if args.threads is not None:
+        _training_run.worker_threads = lambda: args.threads
+    viewer = napari.Viewer(show=True)
+    image, truth = make_cells((args.size, args.size), n_cells=args.size // 8, seed=0)
+    viewer.add_image(image, name="cells")
+    get_session(viewer).set_model(load_pretrained(), "starting model")
+    widget = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Annotate")
+    layer = widget.new_annotation_layer()
+    layer.data[:8, :8] = 1
+    live = widget.start_live(start_thread=False)
+    ids = [i for i in np.unique(truth) if i > 0]
+    ticks: list[float] = []
+    edits: list[float] = []
+    entered: list[float] = []
+    overlays: list[float] = []
+    seen = {"corrections": 0, "overlays": 0}
+
+    def tick() -> None:
+        now = time.perf_counter()
+        ticks.append(now)
+        if live.trainer.corrections > seen["corrections"]:
+            seen["corrections"] = live.trainer.corrections
+            entered.append(now)
+        if live.overlays > seen["overlays"]:
+            seen["overlays"] = live.overlays
+            overlays.append(now)
+
+    def paint() -> None:
+        cell = ids[len(edits) % len(ids)]
+        idx = np.nonzero(truth == cell)
+        layer.data_setitem(idx, len(edits) + 2)
+        edits.append(time.perf_counter())
+
+    timer, painter, loop = QTimer(), QTimer(), QEventLoop()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    painter.setInterval(1500)
+    painter.timeout.connect(paint)
+    live.worker.finished.connect(loop.quit)
+    QTimer.singleShot(int(args.seconds * 1000), widget.stop_live)
+    t0 = time.perf_counter()
+    timer.start()
+    painter.start()
+    live.worker.start()
+    loop.exec_()
+    painter.stop()
+    timer.stop()
+    gaps = np.diff(np.array(ticks)) * 1000.0
+    lags = [e2 - e1 for e1, e2 in zip(edits, entered, strict=False)]
+    refresh = np.diff(np.array([t0, *overlays]))
+    print(f"cpu cores: {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}, worker torch "
+          f"threads: {_training_run.worker_threads()}, image {args.size}x{args.size}, "
+          f"shipped model; {live.trainer.steps} steps in {ticks[-1] - t0:.1f} s")
+    print(f"timer gaps over {gaps.size} ticks: max {gaps.max():.1f} ms, p99 "
+          f"{np.percentile(gaps, 99):.1f} ms (goal: max < 100 ms)")
+    print(f"edits: {len(edits)}, entered training: {len(entered)}, edit -> training max "
+          f"{max(lags, default=float('nan')):.2f} s (goal < 1 s)")
+    print(f"overlay refreshes: {len(overlays)}, interval mean {refresh.mean():.1f} s, max "
+          f"{refresh.max():.1f} s (goal: <= 5 s)" if overlays else "no overlay refresh")
     viewer.close()
 
 

@@ -205,3 +205,21 @@ def test_forward_backward_batchnorm_train_step():
     loss = model(x).logsumexp(1).mean()
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_folded_batchnorm_predicts_the_same():
+    """BatchNorm folded into the convolutions: same eval output, no BatchNorm left."""
+    from napari_unet.core.model import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, depth=2, base_channels=4, padding="valid", norm="batch")
+    model.train()
+    for _ in range(3):  # running statistics away from their initial values
+        model(torch.randn(2, 1, 92, 92) * 3 + 1)
+    model.eval()
+    folded = fold_batchnorm(model)
+    x = torch.randn(1, 1, 92, 92)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # untouched

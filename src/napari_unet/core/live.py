@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,11 @@ from .training import (
     weighted_cross_entropy,
 )
 
-__all__ = ["LiveSettings", "LiveTrainer"]
+__all__ = ["LIVE_LEARNING_RATE", "LiveSettings", "LiveTrainer"]
+
+#: a click should be learned within a few dozen steps: 3x the one-shot fine-tuning rate
+#: (benchmarks/README.md, finding L1)
+LIVE_LEARNING_RATE = 3 * FINE_TUNE_LEARNING_RATE
 
 
 @dataclass
@@ -48,7 +53,7 @@ class LiveSettings:
     """How a live session trains: ``recent_fraction`` of the patches are centred on one of the
     last ``recent`` corrections, whose pixels weigh ``correction_weight`` times more."""
 
-    learning_rate: float = FINE_TUNE_LEARNING_RATE
+    learning_rate: float = LIVE_LEARNING_RATE
     batch_size: int = 4
     recent: int = 8
     recent_fraction: float = 0.5
@@ -159,7 +164,9 @@ class LiveTrainer:
 
     def _rebuild(self, labels: np.ndarray, changed: np.ndarray | None) -> None:
         """A new training set from ``labels``; ``changed`` joins the recent corrections."""
-        planes = _planes(self.model, self.image, labels, self.cfg, self.channel_axis)
+        with warnings.catch_warnings(record=True) as caught:  # said once, in the status
+            warnings.simplefilter("always")
+            planes = _planes(self.model, self.image, labels, self.cfg, self.channel_axis)
         if not planes:
             self._sampler, self.message = None, "waiting for annotations"
             return
@@ -182,7 +189,7 @@ class LiveTrainer:
             self._sampler, self.message = None, str(error)
             return
         self._sampler = self._make_sampler(s)
-        self.message = "training"
+        self.message = str(caught[0].message) if caught else "training"
 
     def _at_scale(self, changed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Flat indices of the ``changed`` pixels at the training scale."""

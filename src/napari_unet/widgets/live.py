@@ -18,10 +18,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
+from napari_unet.core.segment import label_probability, min_size_for, model_threshold
 from napari_unet.widgets import _notify
 from napari_unet.widgets._layers import image_layer_data
 from napari_unet.widgets._session import TrainingBusyError, get_session
+from napari_unet.widgets._training_run import (
+    WORKER_NICE,
+    freeze_gc,
+    lower_thread_priority,
+    unfreeze_gc,
+    worker_threads,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -66,28 +75,33 @@ class _Control:
 
 def live_loop(trainer: LiveTrainer, control: _Control, refresh_s: float = REFRESH_S
               ) -> Generator[Any, None, None]:
-    """Train step after step; yield the step's loss, or an :class:`Overlay` when one is due."""
-    from napari_unet.core.segment import label_probability, min_size_for, model_threshold
-
-    last = time.perf_counter()
-    while True:
-        if control.paused.is_set():
-            time.sleep(0.05)
-            yield "paused"
-            continue
-        loss = trainer.step()
-        if loss is None:
-            time.sleep(0.1)
-            yield trainer.message
-            continue
-        if time.perf_counter() - last < refresh_s:
-            yield loss
-            continue
-        fg, interior, region = trainer.predict(control.region)
-        labels = label_probability(fg, model_threshold(trainer.model),
-                                   min_size_for(trainer.factor or 1.0), interior)
+    """Train step after step at low thread priority; yield each step's loss, the trainer's
+    message while it waits, or an :class:`Overlay` when one is due."""
+    torch.set_num_threads(worker_threads())
+    with lower_thread_priority(WORKER_NICE):  # the GUI thread comes first
         last = time.perf_counter()
-        yield Overlay(region, fg, labels, trainer.steps, trainer.loss)
+        while True:
+            if control.paused.is_set():
+                time.sleep(0.05)
+                yield "paused"
+                continue
+            loss = trainer.step()
+            if loss is None:
+                time.sleep(0.1)
+                yield trainer.message
+            elif time.perf_counter() - last < refresh_s:
+                yield loss
+            else:
+                yield _overlay(trainer, control.region)
+                last = time.perf_counter()
+
+
+def _overlay(trainer: LiveTrainer, region: tuple[slice, slice] | None) -> Overlay:
+    """The trainer's prediction of ``region``, labelled at the model's threshold and scale."""
+    fg, interior, region = trainer.predict(region)
+    labels = label_probability(fg, model_threshold(trainer.model),
+                               min_size_for(trainer.factor or 1.0), interior)
+    return Overlay(region, fg, labels, trainer.steps, trainer.loss)
 
 
 def visible_region(layer: Any) -> tuple[slice, slice] | None:
@@ -151,6 +165,7 @@ class LiveSession:
         from napari.qt.threading import create_worker
 
         self.session.begin_training(LIVE_OWNER)
+        freeze_gc()  # no full collection of napari's objects pauses the window
         self.trainer.update(self._sent)
         self.control.region = visible_region(self.image_layer)
         self.worker = create_worker(live_loop, self.trainer, self.control, self.refresh_s,
@@ -237,6 +252,7 @@ class LiveSession:
         for event in (self.labels_layer.events.paint, self.labels_layer.events.data):
             event.disconnect(self.labels_changed)
         model = self.trainer.close()
+        unfreeze_gc()
         trained = self.trainer.steps > 0
         self.session.end_training(LIVE_OWNER)
         if trained:
