@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet import scaleout
+from napari_unet.core import scaleout
 from napari_unet.core.checkpoint import save_model
 from napari_unet.core.io import write_array
 from napari_unet.core.model import DEFAULT_CONFIG, UNet

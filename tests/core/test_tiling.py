@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_unet.core.device import available_devices, free_device_memory, resolve_device
@@ -175,12 +175,15 @@ def test_images_smaller_than_a_tile(shape):
     np.testing.assert_allclose(flat, predict_tiled(model, np.zeros(shape), device="cpu"), atol=1e-6)
 
 
-def test_reflect_indices_match_numpy():
-    for n in (1, 2, 3, 7):
-        row = np.arange(n)
-        pad = 3 * n + 2
-        expected = np.pad(row, (pad, pad), mode="reflect") if n > 1 else np.zeros(n + 2 * pad)
-        np.testing.assert_array_equal(reflect_indices(-pad, n + 2 * pad, n), expected)
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 9), st.integers(-30, 30), st.integers(1, 40))
+def test_reflect_indices_match_numpy_pad(size, start, length):
+    """Any window, repeated mirroring included (tiling and the training patch sampler)."""
+    pad = 100
+    padded = np.pad(np.arange(size), pad, mode="reflect" if size > 1 else "edge")
+    np.testing.assert_array_equal(
+        reflect_indices(start, length, size), padded[start + pad : start + pad + length]
+    )
 
 
 def test_stack_is_predicted_slice_by_slice():

@@ -149,6 +149,42 @@ def _warp_image(image: np.ndarray, coords: np.ndarray, mode: str, order: int) ->
     return out.astype(out_dtype, copy=False)
 
 
+def _image_planes(image: ArrayLike, channel_axis: int | None) -> np.ndarray:
+    """The numeric 2D image as ``(C, Y, X)`` planes (``C = 1`` without ``channel_axis``)."""
+    img = np.asarray(image)
+    if img.dtype == bool or not np.issubdtype(img.dtype, np.number):
+        raise ValueError(f"image must be numeric, got dtype {img.dtype}")
+    if np.iscomplexobj(img):
+        raise ValueError("complex images are not supported")
+    if channel_axis is None:
+        if img.ndim != 2:
+            raise ValueError(
+                f"elastic_deform works on 2D images (Y, X); got shape {img.shape}. Pass "
+                "channel_axis for a multichannel image, or deform a stack slice by slice."
+            )
+        planes = img[None]
+    else:
+        if img.ndim != 3:
+            raise ValueError(
+                f"with channel_axis the image must be 3D (2 spatial axes + channels), "
+                f"got shape {img.shape}"
+            )
+        if not -3 <= channel_axis < 3:
+            raise ValueError(f"channel_axis {channel_axis} is out of range for a 3D image")
+        planes = np.moveaxis(img, channel_axis, 0)
+    if min(planes.shape[1:]) < 1:
+        raise ValueError(f"image has an empty spatial axis: {img.shape}")
+    return planes
+
+
+def _matching_labels(labels: ArrayLike, spatial: tuple[int, ...]) -> np.ndarray:
+    """``labels`` as an array, checked against the image's spatial shape."""
+    lab = np.asarray(labels)
+    if lab.shape != spatial:
+        raise ValueError(f"labels shape {lab.shape} does not match image spatial shape {spatial}")
+    return lab
+
+
 def elastic_deform(
     image: ArrayLike,
     labels: ArrayLike | None = None,
@@ -180,43 +216,12 @@ def elastic_deform(
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if order not in range(6):
         raise ValueError(f"order must be an integer 0..5, got {order!r}")
-    img = np.asarray(image)
-    if img.dtype == bool or not np.issubdtype(img.dtype, np.number):
-        raise ValueError(f"image must be numeric, got dtype {img.dtype}")
-    if np.iscomplexobj(img):
-        raise ValueError("complex images are not supported")
-    if channel_axis is None:
-        if img.ndim != 2:
-            raise ValueError(
-                f"elastic_deform works on 2D images (Y, X); got shape {img.shape}. Pass "
-                "channel_axis for a multichannel image, or deform a stack slice by slice."
-            )
-        planes = img[None]
-    else:
-        if img.ndim != 3:
-            raise ValueError(
-                f"with channel_axis the image must be 3D (2 spatial axes + channels), "
-                f"got shape {img.shape}"
-            )
-        if not -3 <= channel_axis < 3:
-            raise ValueError(f"channel_axis {channel_axis} is out of range for a 3D image")
-        planes = np.moveaxis(img, channel_axis, 0)
+    planes = _image_planes(image, channel_axis)
     spatial = planes.shape[1:]
-    if min(spatial) < 1:
-        raise ValueError(f"image has an empty spatial axis: {img.shape}")
-
-    lab = None
-    if labels is not None:
-        lab = np.asarray(labels)
-        if lab.shape != spatial:
-            raise ValueError(
-                f"labels shape {lab.shape} does not match image spatial shape {spatial}"
-            )
-
+    lab = None if labels is None else _matching_labels(labels, spatial)
     gen = _make_rng(seed, rng)
     field = random_displacement_field(spatial, grid, sigma, gen)
     coords = _sample_coords(field)
-
     if channel_axis is None:
         out_img = _warp_image(planes[0], coords, mode, order)
     else:
@@ -256,6 +261,70 @@ def _jitter_intensity(img: np.ndarray, rng: np.random.Generator, amount: float) 
     return out
 
 
+def _augment_inputs(
+    image: ArrayLike,
+    labels: ArrayLike,
+    weights: ArrayLike | Sequence[ArrayLike] | None,
+    elastic: bool | float,
+    intensity: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], bool, float]:
+    """Checked ``(image, labels, extras, single_extra, p_elastic)`` of random_augment."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 3:
+        raise ValueError(f"image must be (C, Y, X), got shape {img.shape}")
+    lab = np.asarray(labels)
+    if lab.shape != img.shape[1:]:
+        raise ValueError(f"labels shape {lab.shape} does not match image {img.shape[1:]}")
+    extras, single = _as_extra_list(weights)
+    for w in extras:
+        if w.shape != lab.shape:
+            raise ValueError(f"weights shape {w.shape} does not match labels {lab.shape}")
+    p_elastic = float(elastic)
+    if not 0.0 <= p_elastic <= 1.0:
+        raise ValueError(f"elastic must be a bool or a probability in [0, 1], got {elastic!r}")
+    if not np.isfinite(intensity) or intensity < 0:
+        raise ValueError(f"intensity must be >= 0, got {intensity!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError("rng must be a numpy.random.Generator")
+    return img, lab, extras, single, p_elastic
+
+
+def _rotate_and_flip(
+    img: np.ndarray,
+    spatial: list[np.ndarray],
+    rng: np.random.Generator,
+    rotations: bool,
+    flips: bool,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One random 90-degree rotation (0/180 when not square) and flips, the same for all arrays."""
+    if rotations:
+        square = img.shape[1] == img.shape[2]
+        k = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
+        if k:
+            img = np.rot90(img, k, axes=(1, 2))
+            spatial = [np.rot90(a, k) for a in spatial]
+    if flips:
+        for axis in (0, 1):
+            if rng.random() < 0.5:
+                img = np.flip(img, axis=axis + 1)
+                spatial = [np.flip(a, axis=axis) for a in spatial]
+    return np.ascontiguousarray(img), [np.ascontiguousarray(a) for a in spatial]
+
+
+def _deform_all(
+    img: np.ndarray, spatial: list[np.ndarray], rng: np.random.Generator, grid: int, sigma: float
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One elastic field for the image, the labels (``spatial[0]``) and the extra arrays."""
+    img, labels, field = elastic_deform(
+        img, spatial[0], grid, sigma, channel_axis=0, return_field=True, rng=rng
+    )
+    if len(spatial) == 1:
+        return img, [labels]
+    coords = _sample_coords(field)
+    return img, [labels, *(_warp_labels(a, coords, "reflect") for a in spatial[1:])]
+
+
 def random_augment(
     image: ArrayLike,
     labels: ArrayLike,
@@ -281,47 +350,12 @@ def random_augment(
 
     Returns ``(image, labels)`` or ``(image, labels, weights)`` (same structure as given).
     """
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 3:
-        raise ValueError(f"image must be (C, Y, X), got shape {img.shape}")
-    lab = np.asarray(labels)
-    if lab.shape != img.shape[1:]:
-        raise ValueError(f"labels shape {lab.shape} does not match image {img.shape[1:]}")
-    extras, single = _as_extra_list(weights)
-    for w in extras:
-        if w.shape != lab.shape:
-            raise ValueError(f"weights shape {w.shape} does not match labels {lab.shape}")
-    p_elastic = float(elastic)
-    if not 0.0 <= p_elastic <= 1.0:
-        raise ValueError(f"elastic must be a bool or a probability in [0, 1], got {elastic!r}")
-    if not np.isfinite(intensity) or intensity < 0:
-        raise ValueError(f"intensity must be >= 0, got {intensity!r}")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError("rng must be a numpy.random.Generator")
-
-    spatial = [lab, *extras]
-    if rotations:
-        square = img.shape[1] == img.shape[2]
-        k = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
-        if k:
-            img = np.rot90(img, k, axes=(1, 2))
-            spatial = [np.rot90(a, k) for a in spatial]
-    if flips:
-        for axis in (0, 1):
-            if rng.random() < 0.5:
-                img = np.flip(img, axis=axis + 1)
-                spatial = [np.flip(a, axis=axis) for a in spatial]
-    img = np.ascontiguousarray(img)
-    spatial = [np.ascontiguousarray(a) for a in spatial]
-
+    img, lab, extras, single, p_elastic = _augment_inputs(
+        image, labels, weights, elastic, intensity, rng
+    )
+    img, spatial = _rotate_and_flip(img, [lab, *extras], rng, rotations, flips)
     if p_elastic > 0 and sigma > 0 and rng.random() < p_elastic:
-        img, spatial[0], field = elastic_deform(
-            img, spatial[0], grid, sigma, channel_axis=0, return_field=True, rng=rng
-        )
-        if len(spatial) > 1:
-            coords = _sample_coords(field)
-            spatial[1:] = [_warp_labels(a, coords, "reflect") for a in spatial[1:]]
-
+        img, spatial = _deform_all(img, spatial, rng, grid, sigma)
     if intensity > 0:
         img = _jitter_intensity(img, rng, float(intensity))
     img = img.astype(np.float32, copy=False)

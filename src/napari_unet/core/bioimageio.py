@@ -47,6 +47,7 @@ from .checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, _from_dict, _pa
 from .checkpoint import _plain as plain_metadata
 from .io import atomic_write
 from .model import UNet
+from .normalize import DEFAULT_PERCENTILES, model_percentiles
 
 __all__ = [
     "DEFAULT_LICENSE",
@@ -235,8 +236,7 @@ def reference_probabilities(model: UNet, image: np.ndarray) -> np.ndarray:
     """
     from .normalize import percentile_normalize
 
-    norm = model.metadata.get("normalization") or {}
-    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
+    low, high = model_percentiles(model.metadata)
     x = percentile_normalize(image, low, high, channel_axis=0)
     net = _cpu_copy(model)
     with torch.inference_mode():
@@ -253,7 +253,7 @@ def _cover_png(image: np.ndarray, probs: np.ndarray, threshold: float) -> bytes:
     h, w = probs.shape[-2:]
     top, left = (image.shape[-2] - h) // 2, (image.shape[-1] - w) // 2
     crop = image[:, top : top + h, left : left + w]
-    shown = np.clip(percentile_normalize(crop, 1.0, 99.8, channel_axis=0), 0.0, 1.0)
+    shown = np.clip(percentile_normalize(crop, *DEFAULT_PERCENTILES, channel_axis=0), 0.0, 1.0)
     rgb = np.moveaxis(shown[:3] if shown.shape[0] >= 3 else shown[:1].repeat(3, 0), 0, -1)
     cell = 1.0 - probs[0] if probs.shape[0] > 1 else probs[0]
     alpha = (0.55 * np.clip(cell, 0.0, 1.0))[..., None]
@@ -431,8 +431,7 @@ def build_rdf(
     """The bioimage.io model description (``rdf.yaml`` content) of ``model``'s package."""
     from .segment import model_threshold
 
-    norm = model.metadata.get("normalization") or {}
-    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
+    low, high = model_percentiles(model.metadata)
     return {
         "type": "model",
         "format_version": SPEC_FORMAT_VERSION,
@@ -494,7 +493,8 @@ def _readme_use(model: UNet) -> list[str]:
         "",
         f"- Input `{INPUT_ID}`: (batch, channel, y, x) with {model.in_channels} channel(s); "
         f"each spatial axis {smallest} + n x {step} px.",
-        f"- Preprocessing: the {norm.get('low', 1.0)} / {norm.get('high', 99.8)} percentiles "
+        f"- Preprocessing: the {norm.get('low', DEFAULT_PERCENTILES[0])} / "
+        f"{norm.get('high', DEFAULT_PERCENTILES[1])} percentiles "
         "of each image and channel become 0 / 1 (`scale_range`).",
         f"- Output `{OUTPUT_ID}`: softmax probabilities (batch, class, y, x), {crop}.",
         f"- Object size: the network saw objects about {model_diameter(model):.3g} px wide"

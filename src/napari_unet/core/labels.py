@@ -137,6 +137,25 @@ def validate_pair(
     """
     img = np.asarray(image)
     lab = as_label_array(labels)
+    _check_pair(img, lab, channel_axis, in_channels)
+    info = summarize(lab, dense)
+    if dense:
+        warnings = ["the labels contain no cells (ids >= 1)"] if info["n_cells"] == 0 else []
+    else:
+        if info["n_labeled_px"] == 0:
+            if require_labels:
+                raise ValueError(NO_LABELS_MESSAGE)
+            return ["an image has no labeled pixels and is skipped"]
+        warnings = _sparse_warnings(lab, info)
+    if img.size and float(img.min()) == float(img.max()):
+        warnings.append("the image is constant")
+    return warnings
+
+
+def _check_pair(
+    img: np.ndarray, lab: np.ndarray, channel_axis: int | None, in_channels: int | None
+) -> None:
+    """ValueError unless the image is numeric and finite and its spatial shape is the labels'."""
     if img.dtype.kind not in "biuf":
         raise ValueError(f"image must be numeric, got dtype {img.dtype}")
     if lab.ndim < 2:
@@ -150,30 +169,22 @@ def validate_pair(
     if img.dtype.kind == "f" and not np.all(np.isfinite(img)):
         raise ValueError("image contains NaN or infinite values")
 
+
+def _sparse_warnings(lab: np.ndarray, info: dict[str, int]) -> list[str]:
+    """Warnings on sparse labels with some labeled pixels (ValueError: only cells, no unlabeled)."""
     warnings: list[str] = []
-    info = summarize(lab, dense)
-    if not dense:
-        if info["n_labeled_px"] == 0:
-            if require_labels:
-                raise ValueError(NO_LABELS_MESSAGE)
-            warnings.append("an image has no labeled pixels and is skipped")
-            return warnings
-        if info["n_cells"] > 0 and info["n_background_px"] == 0:
-            if np.count_nonzero(lab == UNLABELED) == 0:
-                raise ValueError(
-                    "every pixel is labeled as a cell (ids >= 2) and there is no background "
-                    "(label 1): paint some background, or use dense mode if 0 means background"
-                )
-            warnings.append(
-                "no background painted (label 1): the network only sees cell pixels; paint "
-                "some background, or use dense mode if 0 means background"
+    if info["n_cells"] > 0 and info["n_background_px"] == 0:
+        if np.count_nonzero(lab == UNLABELED) == 0:
+            raise ValueError(
+                "every pixel is labeled as a cell (ids >= 2) and there is no background "
+                "(label 1): paint some background, or use dense mode if 0 means background"
             )
-        if info["n_cells"] == 0:
-            warnings.append("no cells painted (labels >= 2): the network only sees background")
-    elif info["n_cells"] == 0:
-        warnings.append("the labels contain no cells (ids >= 1)")
-    if img.size and float(img.min()) == float(img.max()):
-        warnings.append("the image is constant")
+        warnings.append(
+            "no background painted (label 1): the network only sees cell pixels; paint "
+            "some background, or use dense mode if 0 means background"
+        )
+    if info["n_cells"] == 0:
+        warnings.append("no cells painted (labels >= 2): the network only sees background")
     return warnings
 
 

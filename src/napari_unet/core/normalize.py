@@ -14,6 +14,8 @@ import numpy as np
 
 # images with more pixels per channel than this are subsampled (regular grid) for percentiles
 MAX_PERCENTILE_SAMPLES = 1 << 22
+# the low / high percentiles mapped to 0 / 1, everywhere (training, prediction, export)
+DEFAULT_PERCENTILES: tuple[float, float] = (1.0, 99.8)
 
 
 def to_channels_first(image: Any, channel_axis: int | None) -> Any:
@@ -39,6 +41,15 @@ def to_channels_first(image: Any, channel_axis: int | None) -> Any:
     return np.moveaxis(image, int(channel_axis), -3)
 
 
+def model_percentiles(metadata: dict[str, Any]) -> tuple[float, float]:
+    """The ``(low, high)`` percentiles in a model's metadata, else :data:`DEFAULT_PERCENTILES`."""
+    norm = metadata.get("normalization") or {}
+    return (
+        float(norm.get("low", DEFAULT_PERCENTILES[0])),
+        float(norm.get("high", DEFAULT_PERCENTILES[1])),
+    )
+
+
 def _check_finite(array: np.ndarray) -> None:
     if array.dtype.kind in "fc" and not np.isfinite(array).all():
         raise ValueError("image contains NaN or infinite values; replace them before normalizing")
@@ -56,8 +67,8 @@ def _subsample(x: np.ndarray, max_samples: int) -> np.ndarray:
 
 def percentile_range(
     image: Any,
-    low: float = 1.0,
-    high: float = 99.8,
+    low: float = DEFAULT_PERCENTILES[0],
+    high: float = DEFAULT_PERCENTILES[1],
     channel_axis: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(lo, hi)``: the ``low``/``high`` percentiles of ``image``.
@@ -135,8 +146,8 @@ def apply_range(x: Any, offset: np.ndarray, scale: np.ndarray, channel_dim: bool
 
 def percentile_normalize(
     image: Any,
-    low: float = 1.0,
-    high: float = 99.8,
+    low: float = DEFAULT_PERCENTILES[0],
+    high: float = DEFAULT_PERCENTILES[1],
     channel_axis: int | None = None,
     norm_range: tuple[Any, Any] | None = None,
 ) -> np.ndarray:

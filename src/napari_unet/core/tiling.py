@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +32,16 @@ import torch
 
 from .device import free_device_memory, resolve_device
 from .model import UNet
-from .normalize import apply_range, percentile_range, range_to_offset_scale, to_channels_first
+from .normalize import (
+    apply_range,
+    model_percentiles,
+    percentile_range,
+    range_to_offset_scale,
+    to_channels_first,
+)
 
 # default tile (network input) edge per device type; see benchmarks/README.md "Tiled prediction"
 DEFAULT_TILE_SIZE = {"cpu": 384, "mps": 768, "cuda": 1024}
-DEFAULT_NORMALIZATION = {"low": 1.0, "high": 99.8}
 
 
 class PredictionCancelled(RuntimeError):
@@ -184,12 +190,9 @@ def _normalization(
             raise ValueError(f"norm_range must be (lo, hi), got {norm_range!r}")
         offset, scale = range_to_offset_scale(*norm_range)
     else:
-        settings = dict(DEFAULT_NORMALIZATION)
-        settings.update(model.metadata.get("normalization", {}) or {})
+        low, high = model_percentiles(model.metadata)
         plane = np.asarray(image[lead])
-        lo, hi = percentile_range(
-            plane, float(settings["low"]), float(settings["high"]), -3 if has_channel else None
-        )
+        lo, hi = percentile_range(plane, low, high, -3 if has_channel else None)
         offset, scale = range_to_offset_scale(lo, hi)
     if offset.ndim == 0 or offset.size == 1:
         offset = np.full(n_ch, offset.reshape(-1)[0])
@@ -268,15 +271,155 @@ def iter_tiles(
     py, px = _plan_axis(model, y0, y1, th), _plan_axis(model, x0, x1, tw)
     for ty in py.tiles:
         for tx in px.tiles:
-            dst = (
-                slice(ty.dst_start - y0, ty.dst_stop - y0),
-                slice(tx.dst_start - x0, tx.dst_stop - x0),
-            )
-            src = (
-                slice(ty.dst_start - ty.out_origin, ty.dst_stop - ty.out_origin),
-                slice(tx.dst_start - tx.out_origin, tx.dst_stop - tx.out_origin),
-            )
+            dst, src = _tile_slices(ty, tx, (y0, x0))
             yield (ty.in_start, tx.in_start), dst, src
+
+
+def _tile_slices(
+    ty: AxisTile, tx: AxisTile, origin: tuple[int, int]
+) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """``(dst, src)`` with ``out[dst] = tile_output[src]``; ``dst`` relative to ``origin``."""
+    y0, x0 = origin
+    dst = (
+        slice(ty.dst_start - y0, ty.dst_stop - y0),
+        slice(tx.dst_start - x0, tx.dst_stop - x0),
+    )
+    src = (
+        slice(ty.dst_start - ty.out_origin, ty.dst_stop - ty.out_origin),
+        slice(tx.dst_start - tx.out_origin, tx.dst_stop - tx.out_origin),
+    )
+    return dst, src
+
+
+def _check_call(model: UNet, image: Any, batch_size: int) -> Any:
+    """``image`` as an array-like, after checking the model, the batch size and the dtype."""
+    if not isinstance(model, UNet):
+        raise ValueError(f"model must be a napari_unet UNet, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
+        image = np.asarray(image)
+    if getattr(image, "dtype", None) is not None and np.dtype(image.dtype).kind not in "biuf":
+        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+    return image
+
+
+@dataclass(frozen=True)
+class _RegionPlan:
+    """The tiles of one predict_region call: where they read and where they write."""
+
+    image: Any  # channels at -3 when has_channel
+    has_channel: bool
+    lead_shape: tuple[int, ...]  # the stack axes in front of (C,) Y, X
+    origin: tuple[int, int]  # (y0, x0) of the region
+    py: AxisPlan
+    px: AxisPlan
+    out_shape: tuple[int, ...]
+
+    def jobs(self) -> tuple[int, Iterator[tuple[tuple[int, ...], AxisTile, AxisTile]]]:
+        """``(count, iterator)`` of ``(lead, y tile, x tile)``, slice by slice."""
+        leads = list(np.ndindex(*self.lead_shape)) if self.lead_shape else [()]
+        total = len(leads) * len(self.py.tiles) * len(self.px.tiles)
+        jobs = ((lead, ty, tx) for lead in leads for ty in self.py.tiles for tx in self.px.tiles)
+        return total, jobs
+
+
+def _plan_region(
+    model: UNet,
+    image: Any,
+    region: Any,
+    tile_size: int | Sequence[int] | None,
+    dev: torch.device,
+    channel_axis: int | None,
+) -> _RegionPlan:
+    """Lay out the image, check the region and plan the tiles of both axes."""
+    image, has_channel = _layout(model, image, channel_axis)
+    shape = tuple(int(s) for s in image.shape)
+    ny, nx = shape[-2], shape[-1]
+    if ny < 1 or nx < 1:
+        raise ValueError(f"image is empty (shape {shape})")
+    y0, y1, x0, x1 = _parse_region(region, ny, nx)
+    lead_shape = shape[: len(shape) - 2 - int(has_channel)]
+    th, tw = _requested_tile(tile_size, dev)
+    py, px = _plan_axis(model, y0, y1, th), _plan_axis(model, x0, x1, tw)
+    out_shape = lead_shape + (model.n_classes, y1 - y0, x1 - x0)
+    return _RegionPlan(image, has_channel, lead_shape, (y0, x0), py, px, out_shape)
+
+
+class _TileReader:
+    """Normalized input tiles of a plan, keeping only the current slice's statistics."""
+
+    def __init__(
+        self, model: UNet, plan: _RegionPlan, normalize: bool, norm_range: tuple[Any, Any] | None
+    ) -> None:
+        self.model, self.plan = model, plan
+        self.normalize, self.norm_range = normalize, norm_range
+        self._sources: dict[tuple[int, ...], _Source] = {}
+
+    def read(self, lead: tuple[int, ...], ty: AxisTile, tx: AxisTile) -> np.ndarray:
+        """The ``(C, th, tw)`` input of tile ``(ty, tx)`` of slice ``lead``."""
+        plan = self.plan
+        src = self._sources.get(lead)
+        if src is None:
+            self._sources.clear()
+            off, sc = _normalization(
+                self.model, plan.image, lead, plan.has_channel, self.normalize, self.norm_range
+            )
+            src = self._sources[lead] = _Source(plan.image, lead, plan.has_channel, off, sc)
+        return src.read(ty.in_start, plan.py.tile_len, tx.in_start, plan.px.tile_len)
+
+
+@contextmanager
+def _evaluating(model: UNet, dev: torch.device) -> Iterator[None]:
+    """The model in eval mode on ``dev``; its mode and device are restored afterwards."""
+    param = next(model.parameters(), None)
+    orig_device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    try:
+        model.eval().to(dev)
+        yield
+    finally:
+        model.train(was_training)
+        model.to(orig_device)
+        if dev.type != "cpu":
+            free_device_memory(dev)
+
+
+def _predict_batches(
+    model: UNet,
+    plan: _RegionPlan,
+    out: Any,
+    *,
+    dev: torch.device,
+    batch_size: int,
+    normalize: bool,
+    norm_range: tuple[Any, Any] | None,
+    use_amp: bool,
+    progress: Callable[[int, int], Any] | None,
+    cancel: Callable[[], bool] | None,
+) -> None:
+    """Run the tiles of ``plan`` through the network in batches and write them into ``out``."""
+    reader = _TileReader(model, plan, normalize, norm_range)
+    total, jobs = plan.jobs()
+    slots = min(batch_size, total)
+    batch = np.empty((slots, model.in_channels, plan.py.tile_len, plan.px.tile_len), np.float32)
+    done = 0
+    while done < total:
+        if cancel is not None and cancel():
+            raise PredictionCancelled("prediction cancelled")
+        chunk = list(itertools.islice(jobs, batch_size))
+        for b, (lead, ty, tx) in enumerate(chunk):
+            batch[b] = reader.read(lead, ty, tx)
+        x = torch.from_numpy(batch[: len(chunk)]).to(dev, non_blocking=True)
+        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=use_amp):
+            probs = torch.softmax(model(x).float(), dim=1)
+        probs_np = probs.cpu().numpy()
+        for b, (lead, ty, tx) in enumerate(chunk):
+            (dy, dx), (sy, sx) = _tile_slices(ty, tx, plan.origin)
+            out[lead + (slice(None), dy, dx)] = probs_np[b, :, sy, sx]
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
 
 
 def predict_region(
@@ -304,74 +447,19 @@ def predict_region(
     ``tile_size`` is the network input size per tile (rounded down to a valid size; default per
     device: DEFAULT_TILE_SIZE). ``amp`` enables float16 autocast on CUDA.
     """
-    if not isinstance(model, UNet):
-        raise ValueError(f"model must be a napari_unet UNet, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
-        image = np.asarray(image)
-    if getattr(image, "dtype", None) is not None and np.dtype(image.dtype).kind not in "biuf":
-        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+    image = _check_call(model, image, batch_size)
     dev = resolve_device(device)
-    image, has_channel = _layout(model, image, channel_axis)
-    shape = tuple(int(s) for s in image.shape)
-    ny, nx = shape[-2], shape[-1]
-    if ny < 1 or nx < 1:
-        raise ValueError(f"image is empty (shape {shape})")
-    y0, y1, x0, x1 = _parse_region(region, ny, nx)
-    lead_shape = shape[: len(shape) - 2 - int(has_channel)]
-    th, tw = _requested_tile(tile_size, dev)
-    py, px = _plan_axis(model, y0, y1, th), _plan_axis(model, x0, x1, tw)
-    out_shape = lead_shape + (model.n_classes, y1 - y0, x1 - x0)
+    plan = _plan_region(model, image, region, tile_size, dev, channel_axis)
     if out is None:
-        out = np.empty(out_shape, dtype=np.float32)
-    elif tuple(out.shape) != out_shape:
-        raise ValueError(f"out has shape {tuple(out.shape)}, expected {out_shape}")
-
-    leads = list(np.ndindex(*lead_shape)) if lead_shape else [()]
-    per_slice = len(py.tiles) * len(px.tiles)
-    total = len(leads) * per_slice
-    jobs = ((lead, ty, tx) for lead in leads for ty in py.tiles for tx in px.tiles)
-    sources: dict[tuple[int, ...], _Source] = {}
-
-    param = next(model.parameters(), None)
-    orig_device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    use_amp = amp and dev.type == "cuda"
-    slots = min(batch_size, total)
-    batch = np.empty((slots, model.in_channels, py.tile_len, px.tile_len), dtype=np.float32)
-    done = 0
-    try:
-        model.eval().to(dev)
-        while done < total:
-            if cancel is not None and cancel():
-                raise PredictionCancelled("prediction cancelled")
-            chunk = list(itertools.islice(jobs, batch_size))
-            for b, (lead, ty, tx) in enumerate(chunk):
-                src = sources.get(lead)
-                if src is None:
-                    sources.clear()  # keep only the current slice's statistics
-                    off, sc = _normalization(model, image, lead, has_channel, normalize, norm_range)
-                    src = sources[lead] = _Source(image, lead, has_channel, off, sc)
-                batch[b] = src.read(ty.in_start, py.tile_len, tx.in_start, px.tile_len)
-            x = torch.from_numpy(batch[: len(chunk)]).to(dev, non_blocking=True)
-            with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=use_amp):
-                probs = torch.softmax(model(x).float(), dim=1)
-            probs_np = probs.cpu().numpy()
-            for b, (lead, ty, tx) in enumerate(chunk):
-                sy = slice(ty.dst_start - ty.out_origin, ty.dst_stop - ty.out_origin)
-                sx = slice(tx.dst_start - tx.out_origin, tx.dst_stop - tx.out_origin)
-                dy = slice(ty.dst_start - y0, ty.dst_stop - y0)
-                dx = slice(tx.dst_start - x0, tx.dst_stop - x0)
-                out[lead + (slice(None), dy, dx)] = probs_np[b, :, sy, sx]
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-    finally:
-        model.train(was_training)
-        model.to(orig_device)
-        if dev.type != "cpu":
-            free_device_memory(dev)
+        out = np.empty(plan.out_shape, dtype=np.float32)
+    elif tuple(out.shape) != plan.out_shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected {plan.out_shape}")
+    with _evaluating(model, dev):
+        _predict_batches(
+            model, plan, out, dev=dev, batch_size=batch_size, normalize=normalize,
+            norm_range=norm_range, use_amp=amp and dev.type == "cuda", progress=progress,
+            cancel=cancel,
+        )
     return out
 
 

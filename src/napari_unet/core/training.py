@@ -1,37 +1,8 @@
 """Train a U-Net on sparse (painted) or dense labels; ``train()`` is a step-by-step generator.
 
-One step = one Adam update on a batch of random patches:
-
-1. Patch centres are drawn on labeled pixels (a fraction ``foreground_fraction`` on cell
-   pixels, the rest on other labeled pixels), over all images in proportion to their labeled
-   pixels.  The input patch is the network's valid input for the output patch around the
-   centre; outside the image it is mirrored (the image is reflected, the labels count as
-   unlabeled there), so cells at the border are trained with real-looking context.
-2. ``random_augment`` applies one random rotation/flip/elastic deformation to the input-sized
-   image patch, its instance labels and its labeled mask, plus an intensity jitter.
-3. ``weight_map`` (class balance + the U-Net border term, 0 where unlabeled) is computed on the
-   input-sized patch (so distances to cells just outside the output are right) and cropped
-   to the output like the labels.
-4. The loss is the weighted pixel-wise cross-entropy ``sum(w * ce) / sum(w)``.  When a trained
-   model is fine-tuned on sparse labels, a second term keeps its predictions where nothing is
-   labeled: ``distill_weight`` times the mean KL divergence, over unlabeled pixels, from the
-   frozen starting model's class probabilities (knowledge distillation).  A few painted cells
-   then correct what they show instead of re-learning everything else from them.  The term is
-   scaled by how far the starting model agrees with the painted labels (``label_agreement``:
-   chance or worse -> 0, perfect -> 1, over all batches so far), so on an image type the
-   starting model gets wrong, its unlabeled-pixel predictions are not kept.  Dense labels leave
-   nothing unlabeled, so there a fine-tune is instead pulled back toward its starting weights
-   after every step (``anchor``), again in proportion to that agreement.  The agreement, as
-   this 0..1 trust, is recorded as ``metadata["training"]["start_trust"]``; a value near 0 says
-   the image type is new to the starting model (:func:`new_image_type_hint`).
-
-Learning rate: linear warm-up over the first ``min(10, steps // 10)`` steps, then a cosine decay
-to 5% of ``learning_rate`` at the end (by step count, or by elapsed time when ``minutes`` is
-set).  The warm-up avoids the first large Adam steps wrecking a fine-tuned model; the decay lets
-the last steps settle, which matters for short interactive runs.
-
-BatchNorm layers stay in train mode during training (batch statistics); the running averages
-they keep are what ``model.eval()`` predicts with afterwards.
+One step (:func:`train_step`) is one Adam update on a batch of augmented random patches: the
+weighted cross-entropy, plus, when fine-tuning, a term that keeps the starting model (method and
+defaults: benchmarks/README.md findings T1-T6).
 """
 
 from __future__ import annotations
@@ -53,7 +24,7 @@ from .augment import random_augment
 from .calibration import ClassMass, calibrated_threshold
 from .device import free_device_memory, resolve_device
 from .labels import NO_LABELS_MESSAGE, split_labels, validate_pair
-from .normalize import percentile_normalize, to_channels_first
+from .normalize import DEFAULT_PERCENTILES, percentile_normalize, to_channels_first
 from .scale import (
     data_diameter,
     model_diameter,
@@ -64,6 +35,7 @@ from .scale import (
     training_factor,
 )
 from .segment import to_single_channel
+from .tiling import reflect_indices
 from .weights import weight_map
 
 __all__ = [
@@ -82,23 +54,17 @@ __all__ = [
     "train_to_completion",
 ]
 
-NORMALIZATION = {"low": 1.0, "high": 99.8}
+NORMALIZATION = {"low": DEFAULT_PERCENTILES[0], "high": DEFAULT_PERCENTILES[1]}
 # Output patch side used when TrainConfig.patch_size is None (see default_patch_size).
 DEFAULT_OUTPUT_PATCH = 96
 # At most this many candidate centres are kept per image and class (a random subset).
 _MAX_CENTRES = 1 << 20
 _FINAL_LR_FRACTION = 0.05
-# Learning rate for fine-tuning a trained model (the shipped starting model): 0.1 x the default,
-# which on DSB2018 few-cells kept the starting model's accuracy instead of unlearning it.
+# Learning rate for fine-tuning a trained model: benchmarks/README.md finding T3.
 FINE_TUNE_LEARNING_RATE = 1e-4
-# Weight of the keep-the-starting-model term when fine-tuning on sparse labels.  On DSB2018
-# few-10 (5 CPU minutes, 20 val images, threshold 0.8) the starting model scored 0.774; the
-# fine-tune ended at 0.622 without the term, 0.649 at lr 3e-5, 0.770 with weight 1 and 0.781
-# with weight 3.  With the current starting model (0.808, 62 images) weight 3 still ended up to
-# 0.008 below the start after 5 minutes (few-5, seed 1: 0.801), weight 10 above it (0.809).
+# Weight of the keep-the-starting-model term on sparse labels: benchmarks/README.md finding T4.
 DEFAULT_DISTILL_WEIGHT = 10.0
-# Pull toward the starting weights when fine-tuning on dense labels (where no pixel is unlabeled
-# for the distillation term), times the starting model's agreement with the labels.
+# Pull toward the starting weights on dense labels, x the trust: benchmarks/README.md finding T5.
 DEFAULT_DENSE_ANCHOR = 100.0
 # Batches the starting model predicts before a dense fine-tune to measure that agreement.
 _TRUST_BATCHES = 4
@@ -113,23 +79,15 @@ class TrainConfig:
     every pixel counts; otherwise 0 is unlabeled, 1 background and >= 2 cells.
     ``mixed_precision`` is only used on CUDA.  ``foreground_fraction`` is how often a patch
     centre is drawn on a cell pixel rather than on another labeled pixel.
-    ``freeze_norm_stats`` keeps BatchNorm running statistics fixed (None: only when the model
-    was trained before, i.e. fine-tuning): on the DSB2018 few-cells protocol, fine-tuning the
-    starting model with updated statistics ended below where it started (0.742 vs 0.757
-    accuracy@0.5), with frozen statistics above it (0.761); see benchmarks/README.md.
+    ``freeze_norm_stats`` keeps BatchNorm running statistics fixed (None: only when fine-tuning a
+    trained model; benchmarks/README.md finding T3).
     ``distill_weight`` weighs the term that keeps the starting model's predictions on unlabeled
     pixels.  None: ``DEFAULT_DISTILL_WEIGHT`` when fine-tuning a trained model on sparse labels,
-    else 0, scaled by the starting model's agreement with the labels (:func:`trust_from`).  An
-    explicit weight is used as given: when the labels are corrections of the starting model's
-    own prediction (the Annotate widget's Retrain), they disagree with it by design, and the
-    agreement says nothing about the pixels nobody corrected.
+    else 0, scaled by the starting model's agreement with the labels (:func:`trust_from`); an
+    explicit weight is used as given (findings T4-T6).
     ``anchor`` pulls the weights back toward where training started after every step,
-    ``w -= lr * anchor * (w - w_start)`` (decoupled from Adam, like AdamW's decay).  None:
-    ``DEFAULT_DENSE_ANCHOR`` x that agreement when fine-tuning on dense labels (where nothing is
-    unlabeled to distil on), else 0.  It is scaled because it also holds back learning a new
-    image type: on DSB2018 H&E images (new to the starting model) a fixed anchor of 30 / 100 /
-    300 cut the dense fine-tune's gain from +0.22 to +0.21 / +0.19 / +0.16 accuracy@0.5; there
-    the agreement, and so the anchor, is 0 (benchmarks/README.md, finding 8).
+    ``w -= lr * anchor * (w - w_start)``.  None: ``DEFAULT_DENSE_ANCHOR`` x that agreement when
+    fine-tuning on dense labels, else 0 (finding T5).
     """
 
     steps: int = 300
@@ -205,11 +163,6 @@ class TrainProgress:
     device: str
     done: bool = False
 
-    @property
-    def lr(self) -> float:
-        """Alias of ``learning_rate`` (the name used in docs/DESIGN.md)."""
-        return self.learning_rate
-
 
 @dataclass
 class _Slice:
@@ -220,6 +173,7 @@ class _Slice:
     mask: np.ndarray
     fg: np.ndarray  # flat indices of labeled cell pixels (candidate patch centres)
     bg: np.ndarray  # flat indices of other labeled pixels
+    boost: np.ndarray | None = None  # recently corrected pixels, weighed more (core.live)
 
 
 def _as_list(x: Any, name: str) -> list[np.ndarray]:
@@ -421,16 +375,6 @@ def default_patch_size(model: torch.nn.Module, slices_shape: Sequence[tuple[int,
     return max(1, min(DEFAULT_OUTPUT_PATCH, largest))
 
 
-def _reflect_index(start: int, length: int, size: int) -> np.ndarray:
-    """Indices ``start..start+length`` mirrored into ``[0, size)`` (numpy 'reflect' padding)."""
-    idx = np.arange(start, start + length)
-    if size == 1:
-        return np.zeros(length, dtype=np.intp)
-    period = 2 * size - 2
-    idx = np.mod(idx, period)
-    return np.where(idx >= size, period - idx, idx).astype(np.intp)
-
-
 class _PatchSampler:
     """Draws augmented ``(image, target, weight)`` training patches."""
 
@@ -442,8 +386,10 @@ class _PatchSampler:
         out_shape: tuple[int, int],
         rng: np.random.Generator,
         n_classes: int = 2,
+        boost: float = 1.0,
     ) -> None:
         self.slices = slices
+        self.boost = float(boost)
         self.cfg = cfg
         self.in_shape = in_shape
         self.out_shape = out_shape
@@ -469,11 +415,13 @@ class _PatchSampler:
         top, left = cy - oh // 2 - py, cx - ow // 2 - px
         h, w = s.mask.shape
         ys, xs = np.arange(top, top + ih), np.arange(left, left + iw)
-        image = s.image[:, _reflect_index(top, ih, h)[:, None], _reflect_index(left, iw, w)]
+        image = s.image[:, reflect_indices(top, ih, h)[:, None], reflect_indices(left, iw, w)]
         inside = ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
         yc, xc = np.clip(ys, 0, h - 1)[:, None], np.clip(xs, 0, w - 1)[None, :]
         instances = np.where(inside, s.instances[yc, xc], 0).astype(np.int32)
-        mask = inside & s.mask[yc, xc]
+        mask = (inside & s.mask[yc, xc]).astype(np.uint8)
+        if s.boost is not None:  # 2 = a labeled pixel the user corrected recently
+            mask += mask & s.boost[yc, xc]
         return image, instances, mask
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -489,10 +437,11 @@ class _PatchSampler:
                     elastic=self.cfg.elastic_sigma > 0,
                     grid=self.cfg.elastic_grid,
                     sigma=self.cfg.elastic_sigma,
-                    weights=mask.astype(np.uint8),
+                    weights=mask,
                 )
-                mask = mask.astype(bool)
-            weights = weight_map(instances, self.cfg.w0, self.cfg.sigma, labeled_mask=mask)
+            weights = weight_map(instances, self.cfg.w0, self.cfg.sigma, labeled_mask=mask > 0)
+            if self.boost != 1.0:
+                weights = np.where(mask == 2, weights * self.boost, weights)
             weights = weights[py : py + oh, px : px + ow]
             if weights.any():  # an augmented patch can lose its labeled pixels; draw again
                 break
@@ -667,6 +616,230 @@ def check_training_data(
     return [str(w.message) for w in caught]
 
 
+@dataclass(frozen=True)
+class _Resolved:
+    """The settings :func:`train` resolves from its config and the model before the first step."""
+
+    freeze_stats: bool  # BatchNorm running statistics kept fixed
+    distill: float  # weight of the keep-the-starting-model term (0: off)
+    scale_distill: bool  # that weight x the live agreement with the labels (default weight)
+    anchor: float  # pull toward the starting weights, before the trust scaling
+    scale_anchor: bool  # the anchor x the agreement measured before training (default anchor)
+    device: torch.device
+    use_amp: bool  # float16 autocast (CUDA only)
+
+
+def _make_sampler(
+    model: torch.nn.Module, cfg: TrainConfig, slices: list[_Slice], rng: np.random.Generator
+) -> tuple[_PatchSampler, int]:
+    """The patch sampler of a run and its output patch side."""
+    side = cfg.patch_size or default_patch_size(model, [s.mask.shape for s in slices])
+    in_shape = tuple(model.valid_input_shape((side, side)))
+    out_shape = tuple(model.output_shape(in_shape))
+    return _PatchSampler(slices, cfg, in_shape, out_shape, rng, int(model.n_classes)), side
+
+
+def _resolve(cfg: TrainConfig, fine_tuning: bool) -> _Resolved:
+    """The fine-tuning policy (benchmarks/README.md findings T3-T5) and the device."""
+    freeze_stats = fine_tuning if cfg.freeze_norm_stats is None else bool(cfg.freeze_norm_stats)
+    distill = cfg.distill_weight
+    if distill is None:
+        distill = DEFAULT_DISTILL_WEIGHT if fine_tuning and not cfg.dense else 0.0
+    anchor = cfg.anchor
+    if anchor is None:
+        anchor = DEFAULT_DENSE_ANCHOR if fine_tuning and cfg.dense else 0.0
+    scale_anchor = cfg.anchor is None and anchor > 0
+    device = resolve_device(cfg.device)
+    use_amp = bool(cfg.mixed_precision) and torch.device(device).type == "cuda"
+    return _Resolved(
+        freeze_stats, distill, cfg.distill_weight is None, anchor, scale_anchor, device, use_amp
+    )
+
+
+def _record_start(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    slices: list[_Slice],
+    scale: dict[str, Any],
+    sampler: _PatchSampler,
+    side: int,
+) -> tuple[dict[str, Any], float | None]:
+    """Write the run's settings into ``model.metadata``; returns them and the old threshold."""
+    settings = dataclasses.asdict(cfg)
+    settings.update(
+        patch_size=side,
+        input_patch_shape=list(sampler.in_shape),
+        output_patch_shape=list(sampler.out_shape),
+        n_images=len(slices),
+        steps_completed=0,
+    )
+    if not isinstance(getattr(model, "metadata", None), dict):
+        model.metadata = {}
+    model.metadata["normalization"] = dict(NORMALIZATION)
+    model.metadata["in_channels"] = int(model.in_channels)
+    start_threshold = model.metadata.get("threshold")
+    if scale["object_diameter"] is not None:
+        model.metadata["scale"] = {k: scale[k] for k in ("object_diameter", "data_diameter")}
+    settings["scale_factor"] = scale["factor"]
+    model.metadata["training"] = settings
+    return settings, start_threshold
+
+
+class _Distiller:
+    """The frozen starting model whose answer the unlabeled pixels keep (finding T4)."""
+
+    def __init__(
+        self, teacher: torch.nn.Module, weight: float, scaled: bool, record: dict[str, Any]
+    ) -> None:
+        self.teacher, self.weight, self.scaled, self.record = teacher, weight, scaled, record
+        self.agreement = torch.zeros(())
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+        use_amp: bool,
+    ) -> torch.Tensor:
+        """``weight x trust x`` the KL term; updates the trust (``start_trust`` in ``record``)."""
+        with torch.no_grad(), torch.autocast(
+            device_type="cuda", dtype=torch.float16, enabled=use_amp
+        ):
+            soft = torch.softmax(self.teacher(x).float(), dim=1)
+            self.agreement = self.agreement + label_agreement(soft, target, weights > 0)
+            self.record["start_trust"] = trust_from(self.agreement)
+            trust = self.record["start_trust"] if self.scaled else 1.0
+        self.record["distill_trust"] = trust
+        return self.weight * trust * distillation_loss(logits, soft, weights == 0)
+
+
+class _Anchor:
+    """Pulls the weights toward where training started: ``w -= lr * anchor * (w - w_start)``."""
+
+    def __init__(self, params: list[torch.nn.Parameter], strength: float) -> None:
+        self.params, self.strength = params, strength
+        self.start = [p.detach().clone() for p in params]
+
+    def pull(self, lr: float) -> None:
+        """One pull after an optimizer step at learning rate ``lr`` (finding T5)."""
+        with torch.no_grad():
+            pull = min(lr * self.strength, 1.0)
+            for p, p0 in zip(self.params, self.start, strict=True):
+                p.sub_(p - p0, alpha=pull)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch: Sequence[torch.Tensor],
+    *,
+    lr: float,
+    use_amp: bool = False,
+    distiller: _Distiller | None = None,
+    anchor: _Anchor | None = None,
+    mass: ClassMass | None = None,
+    step: int = 1,
+    base_lr: float | None = None,
+) -> torch.Tensor:
+    """One update on ``batch = (x, target, weights)`` at ``lr``: forward, loss, backward, step.
+
+    The loss is :func:`weighted_cross_entropy`, plus the ``distiller``'s term; ``anchor`` pulls
+    the weights back after the step; ``mass`` collects the labeled class mass (calibration).
+    :class:`TrainingDiverged` (naming ``step`` and ``base_lr``, default ``lr``) when the loss,
+    then the weights, stop being finite. Returns the loss.
+    """
+    x, target, weights = batch
+    report_lr = lr if base_lr is None else base_lr
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+        logits = model(x)
+    loss = weighted_cross_entropy(logits, target, weights)
+    if mass is not None:
+        mass.add(target, weights)
+    if distiller is not None:
+        loss = loss + distiller.loss(x, logits, target, weights, use_amp)
+    _check_finite("loss", [loss], step, report_lr)  # the weights are still good
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if anchor is not None:
+        anchor.pull(lr)
+    _check_finite("weights", [*model.parameters(), *model.buffers()], step, report_lr)
+    return loss
+
+
+class _Clock:
+    """Where a run is in its schedule: by step count, or by elapsed time with ``minutes``."""
+
+    def __init__(self, steps: int, minutes: float | None) -> None:
+        self.budget_s = None if minutes is None else 60.0 * minutes
+        self.total = steps
+        self.warmup = 10 if self.budget_s is not None else min(10, max(1, steps // 10))
+        self.start = time.perf_counter()
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate factor of ``step`` (finding T2)."""
+        elapsed = time.perf_counter() - self.start
+        fraction = step / self.total if self.budget_s is None else elapsed / self.budget_s
+        return _lr_factor(step, fraction, self.warmup)
+
+    def after(self, step: int) -> tuple[bool, float, float]:
+        """``(done, elapsed_s, eta_s)`` after ``step`` steps; re-estimates ``total`` by time."""
+        elapsed = time.perf_counter() - self.start
+        if self.budget_s is None:
+            return step >= self.total, elapsed, elapsed / step * (self.total - step)
+        done = elapsed >= self.budget_s
+        self.total = step if done else max(step + 1, round(step * self.budget_s / elapsed))
+        return done, elapsed, max(self.budget_s - elapsed, 0.0)
+
+
+@dataclass
+class _Run:
+    """What one training run updates: optimizer, grad scaler and the fine-tuning terms."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    distiller: _Distiller | None
+    anchor: _Anchor | None
+
+
+def _start_run(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    res: _Resolved,
+    sampler: _PatchSampler,
+    settings: dict[str, Any],
+) -> _Run:
+    """Move the model to its device in train mode and build the optimizer and the terms."""
+    device, use_amp = res.device, res.use_amp
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    distiller = None
+    if res.distill > 0:
+        teacher = copy.deepcopy(model).eval().requires_grad_(False).to(device)
+        distiller = _Distiller(teacher, res.distill, res.scale_distill, settings)
+    model.to(device)
+    anchor = res.anchor
+    if res.scale_anchor:
+        settings["start_trust"] = _starting_trust(model, sampler, cfg.batch_size, device, use_amp)
+        anchor *= settings["start_trust"]
+    settings["anchor"] = anchor
+    params = [p for p in model.parameters() if p.requires_grad]
+    puller = _Anchor(params, anchor) if anchor > 0 else None
+    model.train()
+    if res.freeze_stats:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()  # keeps running statistics; affine weights still learn
+    optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _Run(optimizer, scaler, distiller, puller)
+
+
 def train(
     model: torch.nn.Module,
     images: Any,
@@ -691,131 +864,32 @@ def train(
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     slices, scale = _prepare(model, images, labels, cfg, channel_axis, rng)
-
-    side = cfg.patch_size or default_patch_size(model, [s.mask.shape for s in slices])
-    in_shape = tuple(model.valid_input_shape((side, side)))
-    out_shape = tuple(model.output_shape(in_shape))
-    sampler = _PatchSampler(slices, cfg, in_shape, out_shape, rng, int(model.n_classes))
-
-    settings = dataclasses.asdict(cfg)
-    settings.update(
-        patch_size=side,
-        input_patch_shape=list(in_shape),
-        output_patch_shape=list(out_shape),
-        n_images=len(slices),
-        steps_completed=0,
-    )
-    if not isinstance(getattr(model, "metadata", None), dict):
-        model.metadata = {}
-    model.metadata["normalization"] = dict(NORMALIZATION)
-    model.metadata["in_channels"] = int(model.in_channels)
+    sampler, side = _make_sampler(model, cfg, slices, rng)
     fine_tuning = is_trained(model)
-    start_threshold = model.metadata.get("threshold")
-    if scale["object_diameter"] is not None:
-        model.metadata["scale"] = {k: scale[k] for k in ("object_diameter", "data_diameter")}
-    settings["scale_factor"] = scale["factor"]
-    model.metadata["training"] = settings
-    freeze_stats = fine_tuning if cfg.freeze_norm_stats is None else bool(cfg.freeze_norm_stats)
-    distill = cfg.distill_weight
-    scale_distill = distill is None
-    if distill is None:
-        distill = DEFAULT_DISTILL_WEIGHT if fine_tuning and not cfg.dense else 0.0
-    settings["distill_weight"] = distill
-    anchor = cfg.anchor
-    if anchor is None:
-        anchor = DEFAULT_DENSE_ANCHOR if fine_tuning and cfg.dense else 0.0
-        scale_anchor = anchor > 0
-    else:
-        scale_anchor = False
-
-    device = resolve_device(cfg.device)
-    device_name = str(device)
-    use_amp = bool(cfg.mixed_precision) and torch.device(device).type == "cuda"
-    old_threads = torch.get_num_threads()
-    optimizer = scaler = teacher = start_weights = None
-    agreement = torch.zeros(())
-    mass = ClassMass()
+    settings, start_threshold = _record_start(model, cfg, slices, scale, sampler, side)
+    res = _resolve(cfg, fine_tuning)
+    settings["distill_weight"] = res.distill
+    device = res.device
+    old_threads = torch.get_num_threads() if cfg.num_threads is not None else None
+    mass, step = ClassMass(), 0
     try:
-        if cfg.num_threads is not None:
-            torch.set_num_threads(cfg.num_threads)
-        if distill > 0:
-            teacher = copy.deepcopy(model).eval().requires_grad_(False).to(device)
-        model.to(device)
-        if scale_anchor:
-            settings["start_trust"] = _starting_trust(
-                model, sampler, cfg.batch_size, device, use_amp)
-            anchor *= settings["start_trust"]
-        settings["anchor"] = anchor
-        params = [p for p in model.parameters() if p.requires_grad]
-        if anchor > 0:
-            start_weights = [p.detach().clone() for p in params]
-        model.train()
-        if freeze_stats:
-            for module in model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()  # keeps running statistics; affine weights still learn
-        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
-        total = cfg.steps
-        warmup = 10 if budget_s is not None else min(10, max(1, total // 10))
-        start = time.perf_counter()
-        step = 0
+        run = _start_run(model, cfg, res, sampler, settings)
+        clock = _Clock(cfg.steps, cfg.minutes)
         while True:
-            elapsed = time.perf_counter() - start
-            fraction = step / total if budget_s is None else elapsed / budget_s
-            lr = cfg.learning_rate * _lr_factor(step, fraction, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, target, weights = sampler.batch(cfg.batch_size)
-            x, target, weights = x.to(device), target.to(device), weights.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-                logits = model(x)
-            loss = weighted_cross_entropy(logits, target, weights)
-            mass.add(target, weights)
-            if teacher is not None:
-                with torch.no_grad(), torch.autocast(
-                    device_type="cuda", dtype=torch.float16, enabled=use_amp
-                ):
-                    soft = torch.softmax(teacher(x).float(), dim=1)
-                    agreement = agreement + label_agreement(soft, target, weights > 0)
-                    settings["start_trust"] = trust_from(agreement)
-                    trust = settings["start_trust"] if scale_distill else 1.0
-                settings["distill_trust"] = trust
-                loss = loss + distill * trust * distillation_loss(logits, soft, weights == 0)
-            _check_finite("loss", [loss], step + 1, cfg.learning_rate)  # weights still good
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if start_weights is not None:
-                with torch.no_grad():
-                    pull = min(lr * anchor, 1.0)
-                    for p, p0 in zip(params, start_weights, strict=True):
-                        p.sub_(p - p0, alpha=pull)
-            weights_now = [*model.parameters(), *model.buffers()]
-            _check_finite("weights", weights_now, step + 1, cfg.learning_rate)
+            lr = cfg.learning_rate * clock.lr_factor(step)
+            batch = [t.to(device) for t in sampler.batch(cfg.batch_size)]
+            loss = train_step(
+                model, run.optimizer, run.scaler, batch, lr=lr, use_amp=res.use_amp, mass=mass,
+                distiller=run.distiller, anchor=run.anchor, step=step + 1, base_lr=cfg.learning_rate
+            )
             step += 1
             settings["steps_completed"] = step
-            elapsed = time.perf_counter() - start
-            if budget_s is None:
-                done = step >= total
-                eta = elapsed / step * (total - step)
-            else:
-                done = elapsed >= budget_s
-                total = step if done else max(step + 1, round(step * budget_s / elapsed))
-                eta = max(budget_s - elapsed, 0.0)
+            done, elapsed, eta = clock.after(step)
             if done:
                 _calibrate(model, slices, mass, cfg, start_threshold, device)
             yield TrainProgress(
-                step=step,
-                total_steps=total,
-                loss=float(loss.detach()),
-                learning_rate=lr,
-                elapsed_s=elapsed,
-                eta_s=eta,
-                device=device_name,
-                done=done,
+                step=step, total_steps=clock.total, loss=float(loss.detach()), learning_rate=lr,
+                elapsed_s=elapsed, eta_s=eta, device=str(device), done=done,
             )
             if done:
                 break
@@ -824,12 +898,17 @@ def train(
             _calibrate(model, slices, mass, cfg, start_threshold, device)
         raise
     finally:
-        optimizer = scaler = teacher = start_weights = None
-        model.eval()
-        model.to("cpu")
-        free_device_memory(device)
-        if cfg.num_threads is not None:
-            torch.set_num_threads(old_threads)
+        run = None  # drops the optimizer, the teacher and the starting weights
+        _release(model, device, old_threads)
+
+
+def _release(model: torch.nn.Module, device: Any, threads: int | None) -> None:
+    """The model in eval mode on the CPU, device memory freed, torch's thread count restored."""
+    model.eval()
+    model.to("cpu")
+    free_device_memory(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 # Training slices (centre crops of at most this side) predicted to estimate the cell prior.

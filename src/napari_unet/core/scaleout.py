@@ -50,7 +50,8 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
-from .core.model import UNet
+from .instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
+from .model import UNet
+from .normalize import DEFAULT_PERCENTILES, model_percentiles
 
 __all__ = [
     "DEFAULT_LABEL_HALO",
@@ -170,7 +172,7 @@ _MODELS_LOCK = threading.Lock()
 def _model_bytes(model: UNet) -> bytes:
     import torch
 
-    from .core.checkpoint import checkpoint_dict
+    from .checkpoint import checkpoint_dict
 
     buffer = io.BytesIO()
     torch.save(checkpoint_dict(model), buffer)
@@ -181,8 +183,8 @@ def _resolve_model(ref: Any) -> UNet:
     """A UNet from a UNet, checkpoint bytes or a checkpoint path (cached per thread)."""
     if isinstance(ref, UNet):
         return ref
-    from .core.bioimageio import load_any
-    from .core.checkpoint import load_model_bytes
+    from .bioimageio import load_any
+    from .checkpoint import load_model_bytes
 
     if isinstance(ref, (bytes, bytearray)):
         key = hashlib.sha256(ref).hexdigest()
@@ -208,7 +210,7 @@ def _resolve_model(ref: Any) -> UNet:
 # ----------------------------------------------------------------------------- zarr helpers
 def _open_source(source: Any) -> Any:
     if isinstance(source, (str, os.PathLike)):
-        from .core.io import read_image
+        from .io import read_image
 
         return read_image(source)
     return source
@@ -262,8 +264,8 @@ def _spatial(source: Any, model: UNet) -> tuple[tuple[int, int], bool]:
 
 def estimate_norm_range(
     source: Any,
-    low: float = 1.0,
-    high: float = 99.8,
+    low: float = DEFAULT_PERCENTILES[0],
+    high: float = DEFAULT_PERCENTILES[1],
     *,
     max_samples: int = NORM_SAMPLES,
     rows_per_read: int = 1024,
@@ -275,7 +277,7 @@ def estimate_norm_range(
     column (``step`` chosen so that about ``max_samples`` values per channel are kept), so
     memory stays bounded by one band's chunks plus the sample.
     """
-    from .core.normalize import percentile_range
+    from .normalize import percentile_range
 
     shape = tuple(int(s) for s in source.shape)
     h, w = shape[-2], shape[-1]
@@ -303,7 +305,7 @@ def _predict_chunk(
     opts: dict[str, Any],
 ) -> None:
     """Pass 1: foreground probability of one chunk, read with its halo."""
-    from .core.tiling import predict_region
+    from .tiling import predict_region
 
     model = _resolve_model(model_ref)
     source = _open_source(source)
@@ -370,7 +372,7 @@ def _label_chunk(
     min_distance: float | None,
 ) -> dict[str, np.ndarray | int]:
     """Pass 3: local instance ids of one chunk + what the merge step needs from it."""
-    from .core.instances import label_instances
+    from .instances import label_instances
 
     y0, y1, x0, x1 = grid.core(iy, ix)
     wy0, wy1, wx0, wx1 = grid.window(iy, ix, grid.label_halo)
@@ -492,7 +494,8 @@ class _Runner:
         self.total = total
         self.done = 0
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Count one finished task."""
         self.done += 1
         if self.progress is not None:
             self.progress(self.done, self.total)
@@ -502,14 +505,14 @@ class _Runner:
             out = []
             for args in jobs:
                 out.append(fn(*args))
-                self._tick()
+                self.tick()
             return out
         from distributed import as_completed
 
         futures = [self.client.submit(fn, *args, pure=False) for args in jobs]
         try:
             for _ in as_completed(futures):
-                self._tick()
+                self.tick()
             return self.client.gather(futures)
         finally:
             for f in futures:
@@ -534,6 +537,111 @@ def _publish(tmp: Path, dest: Path, overwrite: bool) -> None:
             trash.unlink()
     else:
         os.replace(tmp, dest)
+
+
+def _refuse_existing(targets: Sequence[Path | None], overwrite: bool) -> None:
+    """FileExistsError for an existing output, unless ``overwrite``."""
+    for target in targets:
+        if target is not None and target.exists() and not overwrite:
+            raise FileExistsError(f"{target} already exists; not overwriting it")
+
+
+def _plan(
+    model: UNet,
+    src: Any,
+    chunk: int,
+    budget_mb: float | None,
+    client: Any,
+    norm_range: tuple[Any, Any] | None,
+    **kw: Any,
+) -> tuple[ChunkGrid, bool, tuple[Any, Any]]:
+    """``(grid, has_channel, norm_range)``: chunk fitted to the budget, percentiles estimated."""
+    (h, w), has_channel = _spatial(src, model)
+    label_halo = kw["label_halo"]
+    if isinstance(label_halo, bool) or not isinstance(label_halo, int) or label_halo < 1:
+        raise ValueError(f"label_halo must be a positive integer, got {label_halo!r}")
+    in_flight = 1
+    if client is not None:
+        in_flight = max(1, sum(client.nthreads().values()))
+    c = _pick_chunk(model, chunk, budget_mb, in_flight, **kw)
+    if norm_range is None:
+        norm_range = estimate_norm_range(
+            src,
+            *model_percentiles(model.metadata),
+            rows_per_read=c,
+            channel_axis=0 if has_channel else None,
+        )
+    return ChunkGrid((h, w), c, _prediction_halo(model), label_halo), has_channel, norm_range
+
+
+@contextmanager
+def _staged_outputs(
+    dest: Path, prob_dest: Path | None, grid: ChunkGrid, overwrite: bool
+) -> Iterator[tuple[str, str]]:
+    """Temporary (probability, label) stores next to the outputs, moved in place on success.
+
+    An error or interrupt inside the block removes them and leaves the outputs untouched.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    labels_tmp = _temp_sibling(dest, "partial")
+    prob_tmp = _temp_sibling(prob_dest if prob_dest is not None else dest, "prob")
+    try:
+        _create_zarr(prob_tmp, grid.shape, grid.chunk, np.float32, compress=prob_dest is not None)
+        _create_zarr(labels_tmp, grid.shape, grid.chunk, np.uint32)
+        yield str(prob_tmp), str(labels_tmp)
+        _publish(labels_tmp, dest, overwrite)
+        if prob_dest is not None:
+            _publish(prob_tmp, prob_dest, overwrite)
+    finally:
+        for tmp in (labels_tmp, prob_tmp):
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _share_model(model: UNet, client: Any) -> Any:
+    """The model itself locally; its checkpoint bytes broadcast to the workers with a client."""
+    if client is None:
+        return model
+    [ref] = client.scatter([_model_bytes(model)], broadcast=True)
+    return ref
+
+
+def _run_passes(
+    runner: _Runner,
+    grid: ChunkGrid,
+    stores: tuple[str, str],
+    predict: tuple[Any, Any, bool, tuple[Any, Any], dict[str, Any]],
+    threshold: float,
+    min_size: int,
+    min_distance: float | None,
+) -> tuple[int, float]:
+    """The four passes of the module docstring; returns ``(n_objects, min_distance)``.
+
+    ``predict``: ``(model_ref, source_ref, has_channel, norm_range, opts)`` of pass 1.
+    """
+    pt, lt = stores
+    model_ref, src_ref, has_channel, norm_range, opts = predict
+    jobs = grid.indices()
+    runner.map(
+        _predict_chunk,
+        [(model_ref, src_ref, pt, grid, iy, ix, has_channel, norm_range, opts) for iy, ix in jobs],
+    )
+    if min_distance is None:
+        peaks = np.concatenate(
+            runner.map(_chunk_peaks, [(pt, grid, iy, ix, threshold, min_size) for iy, ix in jobs])
+        )
+        min_distance = max(2.0, 0.5 * float(np.median(peaks))) if peaks.size else 2.0
+    else:
+        runner.done += len(jobs)
+    results = runner.map(
+        _label_chunk,
+        [(pt, lt, grid, iy, ix, threshold, min_size, min_distance) for iy, ix in jobs],
+    )
+    luts = _merge(grid, results, min_size)
+    n_objects = int(max((int(lut.max()) for lut in luts), default=0))
+    del results
+    runner.map(_relabel_chunk, [(lt, grid, iy, ix, luts[k]) for k, (iy, ix) in enumerate(jobs)])
+    return n_objects, min_distance
 
 
 def predict_zarr(
@@ -571,87 +679,26 @@ def predict_zarr(
     """
     model_obj = _resolve_model(model)
     src = _open_source(source)
-    (h, w), has_channel = _spatial(src, model_obj)
     dest = Path(dest)
     prob_dest = None if probabilities is None else Path(probabilities)
-    for target in (dest, prob_dest):
-        if target is not None and target.exists() and not overwrite:
-            raise FileExistsError(f"{target} already exists; not overwriting it")
-    if isinstance(label_halo, bool) or not isinstance(label_halo, int) or label_halo < 1:
-        raise ValueError(f"label_halo must be a positive integer, got {label_halo!r}")
-    in_flight = 1
-    if client is not None:
-        in_flight = max(1, sum(client.nthreads().values()))
-    c = _pick_chunk(
-        model_obj,
-        chunk,
-        memory_budget_mb,
-        in_flight,
-        label_halo=label_halo,
-        tile_size=tile_size,
-        batch_size=batch_size,
+    _refuse_existing((dest, prob_dest), overwrite)
+    grid, has_channel, norm_range = _plan(
+        model_obj, src, chunk, memory_budget_mb, client, norm_range,
+        label_halo=label_halo, tile_size=tile_size, batch_size=batch_size,
     )
-    grid = ChunkGrid((h, w), c, _prediction_halo(model_obj), label_halo)
-    if norm_range is None:
-        settings = {"low": 1.0, "high": 99.8}
-        settings.update(model_obj.metadata.get("normalization", {}) or {})
-        norm_range = estimate_norm_range(
-            src,
-            float(settings["low"]),
-            float(settings["high"]),
-            rows_per_read=c,
-            channel_axis=0 if has_channel else None,
-        )
     opts = {"tile_size": tile_size, "batch_size": batch_size, "device": device}
-    jobs = grid.indices()
-    runner = _Runner(client, progress, 4 * len(jobs))
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    labels_tmp = _temp_sibling(dest, "partial")
-    prob_tmp = _temp_sibling(prob_dest if prob_dest is not None else dest, "prob")
-    try:
-        _create_zarr(prob_tmp, (h, w), c, np.float32, compress=prob_dest is not None)
-        _create_zarr(labels_tmp, (h, w), c, np.uint32)
-        model_ref: Any = model_obj
-        src_ref: Any = source if isinstance(source, (str, os.PathLike)) else src
-        if client is not None:
-            [model_ref] = client.scatter([_model_bytes(model_obj)], broadcast=True)
-        pt, lt = str(prob_tmp), str(labels_tmp)
-        runner.map(
-            _predict_chunk,
-            [
-                (model_ref, src_ref, pt, grid, iy, ix, has_channel, norm_range, opts)
-                for iy, ix in jobs
-            ],
+    runner = _Runner(client, progress, 4 * len(grid.indices()))
+    src_ref: Any = source if isinstance(source, (str, os.PathLike)) else src
+    with _staged_outputs(dest, prob_dest, grid, overwrite) as stores:
+        model_ref = _share_model(model_obj, client)
+        predict = (model_ref, src_ref, has_channel, norm_range, opts)
+        n_objects, min_distance = _run_passes(
+            runner, grid, stores, predict, threshold, min_size, min_distance
         )
-        if min_distance is None:
-            peaks = np.concatenate(
-                runner.map(
-                    _chunk_peaks, [(pt, grid, iy, ix, threshold, min_size) for iy, ix in jobs]
-                )
-            )
-            min_distance = max(2.0, 0.5 * float(np.median(peaks))) if peaks.size else 2.0
-        else:
-            runner.done += len(jobs)
-        results = runner.map(
-            _label_chunk,
-            [(pt, lt, grid, iy, ix, threshold, min_size, min_distance) for iy, ix in jobs],
-        )
-        luts = _merge(grid, results, min_size)
-        n_objects = int(max((int(lut.max()) for lut in luts), default=0))
-        del results
-        runner.map(_relabel_chunk, [(lt, grid, iy, ix, luts[k]) for k, (iy, ix) in enumerate(jobs)])
-        _publish(labels_tmp, dest, overwrite)
-        if prob_dest is not None:
-            _publish(prob_tmp, prob_dest, overwrite)
-    finally:
-        for tmp in (labels_tmp, prob_tmp):
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return {
-        "shape": (h, w),
-        "chunk": c,
-        "n_chunks": len(jobs),
+        "shape": grid.shape,
+        "chunk": grid.chunk,
+        "n_chunks": len(grid.indices()),
         "n_objects": n_objects,
         "norm_range": tuple(np.asarray(v).tolist() for v in norm_range),
         "min_distance": float(min_distance),
@@ -703,8 +750,8 @@ def predict_file(
     exceed 65535). ``diameter``, ``threshold``, ``min_size``: see ``core.segment.segment``
     (None: the model's object scale and calibrated threshold).
     """
-    from .core.io import read_image, write_array
-    from .core.segment import guess_channel_axis, segment
+    from .io import read_image, write_array
+    from .segment import guess_channel_axis, segment
 
     model = _resolve_model(model_ref)
     image = np.asarray(read_image(path))
@@ -731,10 +778,91 @@ def predict_file(
 
 def _check_inputs(paths: Sequence[Path]) -> None:
     """Every input readable (header, size, small files whole) before any output is written."""
-    from .core.io import check_readable
+    from .io import check_readable
 
     for p in paths:
         check_readable(p)  # ValueError "cannot read image ..." names the file
+
+
+def _plan_files(
+    paths: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    fmt: str,
+    probabilities: bool,
+    overwrite: bool,
+) -> tuple[list[Path], list[Path], list[Path | None]]:
+    """``(inputs, label outputs, probability outputs)``, after the checks of predict_files."""
+    if fmt not in ("tif", "png", "npy"):
+        raise ValueError(f"format must be tif, png or npy, got {fmt!r}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise NotADirectoryError(f"--out must be a folder, but {out_dir} is a file")
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"no such file: {p}")
+    outs = [output_path(p, out_dir, fmt) for p in paths]
+    probs = [probability_path(p, out_dir, fmt) if probabilities else None for p in paths]
+    seen: dict[Path, Path] = {}
+    for p, o in zip(paths, outs, strict=True):
+        if o in seen:
+            raise ValueError(f"{seen[o]} and {p} would both be written to {o}")
+        seen[o] = p
+    _refuse_existing([*outs, *probs], overwrite)
+    return paths, outs, probs
+
+
+def _file_model_ref(model_path: Any, model: UNet, client: Any) -> Any:
+    """What file tasks load the model from: the path, or the UNet (its bytes with a client)."""
+    if not isinstance(model_path, UNet):
+        return str(model_path)
+    return _model_bytes(model) if client is not None else model
+
+
+_FileJob = tuple[Path, Path, Path | None]  # input, label output, probability output
+
+
+def _predict_on_client(
+    client: Any, ref: Any, jobs: Sequence[_FileJob], kw: dict[str, Any], counter: _Runner
+) -> None:
+    """In-memory files as dask tasks (paths as strings); the first failed task's error raises."""
+    from distributed import as_completed
+
+    if isinstance(ref, bytes):
+        [ref] = client.scatter([ref], broadcast=True)
+    futures = [
+        client.submit(
+            predict_file,
+            ref,
+            str(p),
+            str(o),
+            probabilities=None if q is None else str(q),
+            pure=False,
+            **kw,
+        )
+        for p, o, q in jobs
+    ]
+    try:
+        for future in as_completed(futures):
+            future.result()  # re-raises the task's error here
+            counter.tick()
+    finally:
+        for f in futures:
+            f.cancel()
+
+
+def _predict_zarr_files(
+    model: UNet, jobs: Sequence[_FileJob], kw: dict[str, Any], client: Any, counter: _Runner
+) -> None:
+    """Zarr inputs streamed by predict_zarr (its threshold / min_size resolved for the model)."""
+    kw = dict(kw)
+    if kw["threshold"] is None:
+        from .segment import model_threshold
+
+        kw["threshold"] = model_threshold(model)
+    kw["min_size"] = DEFAULT_MIN_SIZE if kw["min_size"] is None else kw["min_size"]
+    for p, o, q in jobs:
+        predict_zarr(model, p, o, probabilities=q, client=client, **kw)
+        counter.tick()
 
 
 def predict_files(
@@ -770,31 +898,9 @@ def predict_files(
     at the image's own scale).
     Returns the written label paths, in input order.
     """
-    if fmt not in ("tif", "png", "npy"):
-        raise ValueError(f"format must be tif, png or npy, got {fmt!r}")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise NotADirectoryError(f"--out must be a folder, but {out_dir} is a file")
-    paths = [Path(p) for p in paths]
-    for p in paths:
-        if not p.exists():
-            raise FileNotFoundError(f"no such file: {p}")
-    outs = [output_path(p, out_dir, fmt) for p in paths]
-    probs = [probability_path(p, out_dir, fmt) if probabilities else None for p in paths]
-    seen: dict[Path, Path] = {}
-    for p, o in zip(paths, outs, strict=True):
-        if o in seen:
-            raise ValueError(f"{seen[o]} and {p} would both be written to {o}")
-        seen[o] = p
-    if not overwrite:
-        for o in [*outs, *(q for q in probs if q is not None)]:
-            if o.exists():
-                raise FileExistsError(f"{o} already exists; not overwriting it")
+    paths, outs, probs = _plan_files(paths, out_dir, fmt, probabilities, overwrite)
     _check_inputs(paths)
     model = _resolve_model(model_path)
-    if isinstance(model_path, UNet):
-        ref: Any = _model_bytes(model) if client is not None else model
-    else:
-        ref = str(model_path)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     kw = dict(
         threshold=threshold,
@@ -803,74 +909,19 @@ def predict_files(
         batch_size=batch_size,
         device=device,
     )
-    flat = [i for i, p in enumerate(paths) if not _is_zarr(p)]
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, len(paths))
-
+    counter = _Runner(None, progress, len(paths))
+    flat = [(p, o, q) for p, o, q in zip(paths, outs, probs, strict=True) if not _is_zarr(p)]
+    file_kw = dict(
+        kw, channel_axis=channel_axis, overwrite=overwrite, diameter=diameter, conversion=conversion
+    )
+    ref = _file_model_ref(model_path, model, client)
     if client is None:
-        for i in flat:
-            predict_file(
-                ref,
-                paths[i],
-                outs[i],
-                channel_axis=channel_axis,
-                probabilities=probs[i],
-                overwrite=overwrite,
-                diameter=diameter,
-                conversion=conversion,
-                **kw,
-            )
-            tick()
+        for p, o, q in flat:
+            predict_file(ref, p, o, probabilities=q, **file_kw)
+            counter.tick()
     elif flat:
-        from distributed import as_completed
-
-        if isinstance(ref, bytes):
-            [ref] = client.scatter([ref], broadcast=True)
-        futures = [
-            client.submit(
-                predict_file,
-                ref,
-                str(paths[i]),
-                str(outs[i]),
-                channel_axis=channel_axis,
-                probabilities=None if probs[i] is None else str(probs[i]),
-                overwrite=overwrite,
-                diameter=diameter,
-                conversion=conversion,
-                pure=False,
-                **kw,
-            )
-            for i in flat
-        ]
-        try:
-            for future in as_completed(futures):
-                future.result()  # re-raises the task's error here
-                tick()
-        finally:
-            for f in futures:
-                f.cancel()
-    if threshold is None:
-        from .core.segment import model_threshold
-
-        kw["threshold"] = model_threshold(model)
-    kw["min_size"] = DEFAULT_MIN_SIZE if min_size is None else min_size
-    for i, p in enumerate(paths):
-        if _is_zarr(p):
-            predict_zarr(
-                model,
-                p,
-                outs[i],
-                chunk=chunk,
-                memory_budget_mb=memory_budget_mb,
-                probabilities=probs[i],
-                overwrite=overwrite,
-                client=client,
-                **kw,
-            )
-            tick()
+        _predict_on_client(client, ref, flat, file_kw, counter)
+    zarrs = [(p, o, q) for p, o, q in zip(paths, outs, probs, strict=True) if _is_zarr(p)]
+    zarr_kw = dict(kw, chunk=chunk, memory_budget_mb=memory_budget_mb, overwrite=overwrite)
+    _predict_zarr_files(model, zarrs, zarr_kw, client, counter)
     return outs

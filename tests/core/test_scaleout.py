@@ -10,7 +10,7 @@ import torch
 
 zarr = pytest.importorskip("zarr")
 
-from napari_unet import scaleout  # noqa: E402
+from napari_unet.core import scaleout  # noqa: E402
 from napari_unet.core.checkpoint import save_model  # noqa: E402
 from napari_unet.core.instances import DEFAULT_MIN_SIZE, label_instances  # noqa: E402
 from napari_unet.core.io import read_image, write_array  # noqa: E402
