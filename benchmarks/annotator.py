@@ -45,6 +45,7 @@ from napari_unet.core.annotate import apply_edit, click_edit  # noqa: E402
 from napari_unet.core.live import LiveSettings, LiveTrainer  # noqa: E402
 from napari_unet.core.metrics import iou_matrix  # noqa: E402
 from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
+from napari_unet.core.scale import model_diameter  # noqa: E402
 from napari_unet.core.segment import label_probability, min_size_for, model_threshold  # noqa: E402
 from napari_unet.core.training import train_to_completion  # noqa: E402
 from napari_unet.models import load_pretrained  # noqa: E402
@@ -126,6 +127,7 @@ class Session:
 
         seg = segment(model, image, channel_axis=axis)
         self.factor = seg.factor
+        self.model_diameter = model_diameter(model) / seg.factor
         return seg.probability, seg.instances
 
     def predict(self) -> None:
@@ -138,7 +140,8 @@ class Session:
         """Apply one click on object ``obj``; ``(object mask, add-click mask IoU)``."""
         mask = (self.pred == obj) if action == "remove" else (self.gt == obj)
         edit = click_edit(self.labels, centre(mask), action, predicted=self.pred,
-                          probability=self.fg, image=self.grey)
+                          probability=self.fg, image=self.grey,
+                          model_diameter=self.model_diameter)
         iou = None
         if edit is not None:
             self.labels = apply_edit(self.labels, edit)
@@ -223,6 +226,7 @@ def click_masks(model: UNet, images: list, kind: K.Kind) -> dict:
     ious, on_found = [], []
     for _, image, gt in images:
         seg = segment(model, image, channel_axis=-1 if kind.rgb else None)
+        size = model_diameter(model) / seg.factor
         grey = image.astype(np.float32).mean(axis=-1) if kind.rgb else image.astype(np.float32)
         _, g_best = best_iou(seg.instances, gt)
         labels = np.zeros(gt.shape, np.int32)
@@ -232,7 +236,7 @@ def click_masks(model: UNet, images: list, kind: K.Kind) -> dict:
             mask = gt == obj
             point = centre(mask)
             edit = click_edit(labels, point, "add", predicted=seg.instances,
-                              probability=seg.probability, image=grey)
+                              probability=seg.probability, image=grey, model_diameter=size)
             cell = np.zeros(gt.shape, bool)
             if edit is not None:
                 cell[tuple(i[edit.values == edit.new_id] for i in edit.indices)] = True

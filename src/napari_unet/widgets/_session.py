@@ -34,6 +34,7 @@ class Prediction:
     threshold: float = DEFAULT_THRESHOLD
     min_size: int = DEFAULT_MIN_SIZE
     interior: np.ndarray | None = None  # cell-interior probability of a 3-class network
+    factor: float | None = None  # the resampling factor it was predicted at
 
 
 class TrainingBusyError(RuntimeError):

@@ -35,6 +35,7 @@ from magicgui.widgets import (
 )
 
 from napari_unet.widgets import _layers, _notify
+from napari_unet.widgets._qt import unless_deleted
 from napari_unet.widgets._session import get_session
 from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
 from napari_unet.widgets.live import LiveSession, start_live
@@ -324,7 +325,8 @@ class AnnotateWidget(Container):
             sources = {"image": self._image_plane(shape, lead),
                        "probability": self._plane_of(self._prob_combo.value, shape, lead,
                                                      "probability"),
-                       "diameter": float(self._diameter.value) or None}
+                       "diameter": float(self._diameter.value) or None,
+                       "model_diameter": self._model_diameter()}
         edit = click_edit(
             _plane(data, lead), yx, action, dense=bool(self._dense.value),
             predicted=self._plane_of(self._pred_combo.value, shape, lead, "prediction"),
@@ -334,6 +336,17 @@ class AnnotateWidget(Container):
             return None
         full = tuple(np.full(edit.indices[0].shape, i, dtype=np.intp) for i in lead)
         return full + tuple(edit.indices), edit.values
+
+    def _model_diameter(self) -> float | None:
+        """Object size (px) the session's last prediction of the image was made for."""
+        from napari_unet.core.scale import data_diameter, model_diameter
+
+        model, image = self._session.model, self._image_combo.value
+        if model is None or image is None:
+            return None
+        prediction = self._session.predictions.get(image.name)
+        factor = getattr(prediction, "factor", None)
+        return model_diameter(model) / factor if factor else data_diameter(model)
 
     def _image_plane(self, shape: tuple[int, ...], lead: tuple[int, ...]) -> np.ndarray | None:
         """The chosen image's plane (channels averaged) to grow cells over, or None."""
@@ -385,12 +398,10 @@ class AnnotateWidget(Container):
             self.worker = None
             if ok:
                 self.corrections = 0
-            try:
+            with unless_deleted():  # the widget may be closed meanwhile
                 self._show_count()
                 self._training_changed()
                 self._display.set_status(self._outcome)
-            except RuntimeError:  # the widget was closed meanwhile
-                pass
             if on_finished is not None:
                 on_finished(ok)
 
@@ -420,24 +431,20 @@ class AnnotateWidget(Container):
     def _progress(self, p: Any) -> None:
         from napari_unet.widgets._training_run import describe_progress
 
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self._display.show_step(p.step, p.total_steps, p.loss, describe_progress(p))
-        except RuntimeError:  # widget already deleted by Qt
-            pass
 
     def _trained(self, run: Any) -> None:
         """Training stopped: no more Cancel; the prediction follows when a step finished."""
         last = run.last.step if run.last is not None else 0
         self._cancellable = False
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self._cancel_button.enabled = False
             predicting = run.status != "failed" and last > 0
             self._outcome = f"retraining {run.status} at step {last}" + (
                 "; prediction updated" if predicting else "")
             self._display.set_status(f"retraining {run.status} at step {last}"
                                      + (", predicting…" if predicting else ""))
-        except RuntimeError:
-            pass
 
     # -- live mode ------------------------------------------------------------------------
     def _live_toggled(self, on: bool) -> None:
@@ -486,10 +493,8 @@ class AnnotateWidget(Container):
             self._live_box.value = value
 
     def _live_step(self, step: int, loss: float) -> None:
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self._display.show_step(step, step, loss, f"live: step {step} · loss {loss:.4f}")
-        except RuntimeError:  # the widget was closed meanwhile
-            pass
 
     def _live_stopped(self, trained: bool) -> None:
         """Live has ended: predict the whole image with the updated model."""
@@ -497,7 +502,7 @@ class AnnotateWidget(Container):
 
         image = self.live.image_layer if self.live is not None else None
         self.live = None
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self._set_live_box(False)
             self._pause_button.text = "Pause"
             self._training_changed()
@@ -505,8 +510,6 @@ class AnnotateWidget(Container):
             self._show_count()
             self._display.set_status("live stopped" + (", predicting the whole image…"
                                                         if trained else ""))
-        except RuntimeError:
-            pass
         if trained and image is not None and image in self._viewer.layers:
             self.predict_worker = predict_layer(self._viewer, image, self._session.model)
 
@@ -514,7 +517,7 @@ class AnnotateWidget(Container):
         """Retrain is enabled only when no training runs; while Train U-Net does, say so."""
         mine = self.worker is not None or self.live is not None
         busy = None if mine else self._session.busy_message()
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self._retrain_button.enabled = not mine and busy is None
             self._live_box.enabled = self.worker is None and busy is None
             self._pause_button.enabled = self.live is not None
@@ -524,5 +527,3 @@ class AnnotateWidget(Container):
                 self._display.set_status(busy)
             elif not mine and self._display.status.text().endswith("cancel it there"):
                 self._display.set_status("")
-        except RuntimeError:
-            pass
