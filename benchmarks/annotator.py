@@ -89,6 +89,12 @@ def best_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def worst_mistake(pred: np.ndarray, gt: np.ndarray, done: set) -> tuple[str, int, int] | None:
     """``(action, id, area)`` of the largest plainly wrong object not clicked before."""
+    options = mistakes(pred, gt, done)
+    return max(options, key=lambda o: o[2]) if options else None
+
+
+def mistakes(pred: np.ndarray, gt: np.ndarray, done: set) -> list[tuple[str, int, int]]:
+    """Every plainly wrong object ``(action, id, area)`` not clicked before."""
     pred_ids, gt_ids = np.unique(pred[pred > 0]), np.unique(gt[gt > 0])
     p_best, g_best = best_iou(pred, gt)
     p_area = ndi.sum_labels(np.ones_like(pred), pred, pred_ids)
@@ -99,7 +105,15 @@ def worst_mistake(pred: np.ndarray, gt: np.ndarray, done: set) -> tuple[str, int
                if b < 0.5 and t < 0.5 and ("remove", int(i)) not in done]
     options += [("add", int(i), int(a)) for i, a, b in zip(gt_ids, g_area, g_best, strict=True)
                 if b < 0.5 and ("add", int(i)) not in done]
-    return max(options, key=lambda o: o[2]) if options else None
+    return options
+
+
+def n_mistakes(model: UNet, sample, kind: K.Kind) -> int:
+    """How many plainly wrong objects the model's prediction of ``sample`` has."""
+    from napari_unet.core.segment import segment
+
+    seg = segment(model, sample[1], channel_axis=-1 if kind.rgb else None)
+    return len(mistakes(seg.instances, sample[2], set()))
 
 
 def centre(mask: np.ndarray) -> tuple[int, int]:
@@ -249,6 +263,16 @@ def click_masks(model: UNet, images: list, kind: K.Kind) -> dict:
             "median_on_missed": float(np.median(ious_a[~found])) if (~found).any() else None}
 
 
+def merge(paths: list[Path]) -> dict:
+    """The kinds of several result files in one (later files win), with each file's args."""
+    merged: dict = {"args": [], "kinds": {}}
+    for path in paths:
+        part = json.loads(path.read_text())
+        merged["args"].append(part["args"])
+        merged["kinds"].update(part["kinds"])
+    return merged
+
+
 def draw(results: dict, path: Path) -> None:
     """Accuracy@0.5 of the corrected image against clicks and wall time, per kind."""
     import matplotlib
@@ -289,7 +313,7 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=6, help="val images loaded (fixed subset)")
     parser.add_argument("--others-every", type=int, default=5)
     parser.add_argument("--image", type=int, default=0,
-                        help="corrected val image: 0 = the one with the most objects, 1 = next")
+                        help="corrected val image: 0 = the one with the most mistakes, 1 = next")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", type=Path, default=K.DATA)
@@ -298,7 +322,16 @@ def main() -> None:
                         help="only the add-click masks of every missed object (no training)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--png", type=Path)
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="only merge these --json files into --json and draw --png")
     args = parser.parse_args()
+    if args.merge:
+        merged = merge(args.merge)
+        if args.json:
+            args.json.write_text(json.dumps(merged, indent=1))
+        if args.png:
+            draw(merged, args.png)
+        return
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()}", flush=True)
 
@@ -317,8 +350,8 @@ def main() -> None:
             results["kinds"][name] = {"masks": click_masks(model, val, kind)}
             log(name, results["kinds"][name])
             continue
-        # the corrected image: the one with the most objects (most to correct)
-        order = sorted(range(len(val)), key=lambda i: -len(np.unique(val[i][2])))
+        # the corrected image: the one with the most plainly wrong objects (most to correct)
+        order = sorted(range(len(val)), key=lambda i: -n_mistakes(model, val[i], kind))
         pick = order[min(args.image, len(order) - 1)]
         target, others = val[pick], [v for i, v in enumerate(val) if i != pick]
         log(name, "corrected image", target[0])

@@ -16,7 +16,8 @@ are the three stages of the shipped file (12,224 steps, 107 min of wall time on 
 ``src/napari_unet/models/README.md``): each stage saves its weights to ``--raw`` and the next
 continues from them with a fresh warm-up + cosine schedule.  ``--from-raw`` only scores and
 saves the weights in ``--raw``; ``--minutes 0.2 --max-train 5 --max-val 3 --out /tmp/m.pt`` is a
-smoke test.
+smoke test.  ``scripts/train_starting_model.py --kind nuclei`` forwards here (the other kinds
+of image have their recipes there).
 """
 
 from __future__ import annotations

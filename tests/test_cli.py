@@ -232,7 +232,7 @@ def test_bad_inputs(trained, tmp_path, capsys):
 
 
 def test_cancel_exits_130(trained, tmp_path, capsys, monkeypatch):
-    from napari_unet import scaleout
+    from napari_unet.core import scaleout
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -281,3 +281,26 @@ def test_fine_tune_the_shipped_starting_model_by_name(trained, tmp_path):
         if value.is_floating_point() and not value.equal(start.state_dict()[name])
     ]
     assert changed  # the shipped weights were fine-tuned, not replaced by a new network
+
+
+def test_predict_with_a_short_starting_model_name(trained, tmp_path, capsys):
+    out = tmp_path / "pred"
+    image = trained / "images" / "cells0.tif"
+    code = cli.main(["predict", "em-cells", str(image), "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    labels = read_image(out / "cells0.tif")
+    assert labels.shape == (96, 96)
+
+
+def test_help_lists_the_starting_models(capsys):
+    assert cli.main(["predict", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("nuclei", "phase-cells", "em-cells", "he-nuclei"):
+        assert f"'{name}'" in text
+
+
+def test_unknown_starting_model_name_is_a_missing_file(trained, tmp_path, capsys):
+    code = cli.main(["predict", "mitochondria", str(trained / "images" / "cells0.tif"),
+                     "--out", str(tmp_path / "p")])
+    assert code == cli.EXIT_FILE
+    assert "mitochondria" in _error(capsys)

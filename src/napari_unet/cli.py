@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from .core.instances import DEFAULT_MIN_SIZE
+from .core.io import IMAGE_SUFFIXES
 from .core.segment import CONVERSIONS
 
 PROG = "napari-unet"
 EXIT_OK, EXIT_USAGE, EXIT_FILE, EXIT_UNREADABLE, EXIT_DATA, EXIT_CANCELLED = 0, 2, 3, 4, 5, 130
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".zarr")
 
 
 class CliError(Exception):
@@ -59,12 +59,20 @@ def _read(path: str | Path, what: str = "image") -> np.ndarray:
 
 def _model_path(name_or_path: str | Path) -> Path:
     """A checkpoint path, or the file of a shipped starting model given by name ("nuclei")."""
-    from .models import PRETRAINED, pretrained_path
+    from .models import ALIASES, PRETRAINED, pretrained_path
 
-    names = {name.split(",")[0]: name for name in PRETRAINED} | {n: n for n in PRETRAINED}
-    if str(name_or_path) in names and not Path(name_or_path).exists():
-        return pretrained_path(names[str(name_or_path)])
+    name = str(name_or_path)
+    if (name in PRETRAINED or name in ALIASES) and not Path(name_or_path).exists():
+        return pretrained_path(name)
     return Path(name_or_path)
+
+
+def _starting_help() -> str:
+    """The short names of the shipped starting models, for ``--help``."""
+    from .models import starting_models
+
+    return ", ".join(f"'{name}' ({text.split(' (')[0]})" for name, text in
+                     starting_models(installed=False).items())
 
 
 def _load_model(path: str | Path) -> Any:
@@ -235,18 +243,77 @@ def _run_steps(steps: Any, bar: Any) -> tuple[int, bool]:
     return done, stopped
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from .core.model import DEFAULT_CONFIG, UNet
-    from .core.training import FINE_TUNE_LEARNING_RATE, TrainConfig, TrainingDiverged, train
-
+def _check_pairs(args: argparse.Namespace) -> None:
+    """Labels pair with images by order: the same number of each."""
     if len(args.labels) != len(args.images):
         raise CliError(
             EXIT_USAGE,
             f"got {len(args.images)} image(s) but {len(args.labels)} label image(s); "
             "labels pair with images by order",
         )
+
+
+def _base_model(args: argparse.Namespace, images: list[np.ndarray],
+                channel_axis: int | None) -> Any:
+    """The model to train: ``--from`` (a checkpoint or starting model), else a new U-Net."""
+    from .core.model import DEFAULT_CONFIG, UNet
+    from .core.training import FINE_TUNE_LEARNING_RATE
+
+    if args.from_model:
+        arch = [n for n in ("depth", "width", "padding", "border_class") if getattr(args, n)]
+        if arch:
+            flag = arch[0].replace("_", "-")
+            raise CliError(EXIT_USAGE, f"--{flag} cannot change a model given with --from")
+        if args.lr is None:
+            args.lr = FINE_TUNE_LEARNING_RATE
+        return _load_model(args.from_model)
+    config = dict(DEFAULT_CONFIG)
+    for name, key in (("depth", "depth"), ("width", "base_channels"), ("padding", "padding")):
+        if getattr(args, name) is not None:
+            config[key] = getattr(args, name)
+    if channel_axis is not None:
+        config["in_channels"] = int(images[0].shape[channel_axis])
+    if args.border_class:
+        config["n_classes"] = 3
+    return UNet(**config)
+
+
+# (argument, TrainConfig field) of the training options given only when set
+_TRAIN_OPTIONS = (
+    ("steps", "steps"),
+    ("minutes", "minutes"),
+    ("lr", "learning_rate"),
+    ("batch_size", "batch_size"),
+    ("patch_size", "patch_size"),
+    ("w0", "w0"),
+    ("sigma", "sigma"),
+    ("diameter", "diameter"),
+    ("conversion", "channel_conversion"),
+)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    """The :class:`~.core.training.TrainConfig` of the command line."""
+    from .core.training import TrainConfig
+
+    settings: dict[str, Any] = {
+        "dense": args.dense_labels,
+        "device": args.device,
+        "seed": args.seed,
+        "augment": not args.no_augment,
+    }
+    for name, key in _TRAIN_OPTIONS:
+        if getattr(args, name) is not None:
+            settings[key] = getattr(args, name)
+    return TrainConfig(**settings)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .core.training import TrainingDiverged, train
+
+    _check_pairs(args)
     out = Path(args.out)
     _check_out_file(out, args.overwrite)
     images = [_read(p) for p in args.images]
@@ -256,47 +323,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     channel_axis = _channel_axis(args, images[0], labels[0])
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    if args.from_model:
-        arch = [n for n in ("depth", "width", "padding", "border_class") if getattr(args, n)]
-        if arch:
-            flag = arch[0].replace("_", "-")
-            raise CliError(EXIT_USAGE, f"--{flag} cannot change a model given with --from")
-        model = _load_model(args.from_model)
-        if args.lr is None:
-            args.lr = FINE_TUNE_LEARNING_RATE
-    else:
-        config = dict(DEFAULT_CONFIG)
-        if args.depth is not None:
-            config["depth"] = args.depth
-        if args.width is not None:
-            config["base_channels"] = args.width
-        if args.padding is not None:
-            config["padding"] = args.padding
-        if channel_axis is not None:
-            config["in_channels"] = int(images[0].shape[channel_axis])
-        if args.border_class:
-            config["n_classes"] = 3
-        model = UNet(**config)
-    settings: dict[str, Any] = {
-        "dense": args.dense_labels,
-        "device": args.device,
-        "seed": args.seed,
-        "augment": not args.no_augment,
-    }
-    for name, key in (
-        ("steps", "steps"),
-        ("minutes", "minutes"),
-        ("lr", "learning_rate"),
-        ("batch_size", "batch_size"),
-        ("patch_size", "patch_size"),
-        ("w0", "w0"),
-        ("sigma", "sigma"),
-        ("diameter", "diameter"),
-        ("conversion", "channel_conversion"),
-    ):
-        if getattr(args, name) is not None:
-            settings[key] = getattr(args, name)
-    config = TrainConfig(**settings)
+    model = _base_model(args, images, channel_axis)
+    config = _train_config(args)
     if args.patch_size is not None:
         _check_patch_memory(model, args.patch_size, config.batch_size, args.device)
     steps = train(model, images, labels, config, channel_axis=channel_axis)
@@ -347,7 +375,7 @@ def _connect(address: str | None) -> Any:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .scaleout import predict_files
+    from .core.scaleout import predict_files
 
     paths = _expand_inputs(args.inputs)
     model = _load_model(args.model)
@@ -585,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     devices = ["auto", "cpu", "cuda", "mps"]
+    starting = _starting_help()
 
     t = sub.add_parser("train", help="train a U-Net on images and labels")
     t.add_argument("images", nargs="+", metavar="IMAGE")
@@ -600,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--from",
         dest="from_model",
         metavar="MODEL",
-        help="fine-tune this checkpoint, or 'nuclei' for the shipped starting model",
+        help="fine-tune this checkpoint, or a shipped starting model: " + starting,
     )
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_at_most(MAX_STEPS))
@@ -632,7 +661,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="segment images into instance label images")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument(
+        "model", metavar="MODEL",
+        help="a checkpoint, a bioimage.io package (.zip) or a shipped starting model: "
+        + starting,
+    )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument(
@@ -654,8 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--diameter",
         type=_diameter,
-        help="object diameter in px in these images, or 'auto' (default: the size the model "
-        "was trained at; 'auto' for a shipped starting model)",
+        help="object diameter in px in these images, or 'auto' to estimate it (default: "
+        "the size in the model's training data; no resampling for a model that records "
+        "none, such as 'nuclei')",
     )
     p.add_argument("--tile-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, default=4)
@@ -677,7 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     x = sub.add_parser("export", help="write a model as a bioimage.io model package (.zip)")
-    x.add_argument("model", metavar="MODEL", help="checkpoint, or 'nuclei' for the shipped model")
+    x.add_argument("model", metavar="MODEL",
+                   help="a checkpoint, or a shipped starting model: " + starting)
     x.add_argument("--out", required=True, metavar="NAME.zip", help="package file to write")
     x.add_argument(
         "--sample", metavar="IMAGE",

@@ -235,3 +235,18 @@ def test_rgb_layer_with_starting_model_and_a_diameter(make_napari_viewer, qtbot,
     assert out.data.shape == labels.shape
     np.testing.assert_allclose(out.scale, layer.scale)
     assert layer.visible
+
+
+def test_starting_model_combo_lists_every_shipped_model(make_napari_viewer, errors):
+    from napari_unet.models import starting_models
+
+    widget = PredictWidget(make_napari_viewer())
+    names = [widget.starting_combo.itemText(i) for i in range(widget.starting_combo.count())]
+    assert names == list(starting_models()) and "he-nuclei" in names
+    widget.starting_combo.setCurrentText("he-nuclei")
+    widget.starting_button.click()
+    assert widget.session.model.in_channels == 3
+    assert "starting model: he-nuclei" in widget.model_label.text()
+    widget.use_starting_model("nuclei, fluorescence")  # the old display name still works
+    assert widget.session.model.in_channels == 1
+    assert errors == []

@@ -60,20 +60,20 @@ def field_of_view(model: UNet) -> int:
 
 
 def _pretrained_names() -> list[str]:
-    """Names of the starting models shipped with the package (none if the files are missing)."""
+    """Short names of the starting models shipped with the package (those whose files exist)."""
     try:
-        from napari_unet.models import PRETRAINED, pretrained_path
+        from napari_unet.models import starting_models
 
-        return [name for name in PRETRAINED if pretrained_path(name).is_file()]
+        return list(starting_models())
     except (ImportError, ValueError):
         return []
 
 
-def _load_pretrained(choice: str) -> UNet:
-    """Load the starting model named in a source-combo entry ("starting model: NAME")."""
+def load_starting_model(choice: str) -> UNet:
+    """Load a starting model by name, or named in a combo entry ("starting model: NAME")."""
     from napari_unet.models import load_pretrained
 
-    return load_pretrained(choice.split(": ", 1)[1])
+    return load_pretrained(choice.split(": ", 1)[-1])
 
 
 def worker_threads() -> int:
@@ -206,7 +206,7 @@ def training_loop(model: UNet, images: list[np.ndarray], labels: list[np.ndarray
 
 
 @contextlib.contextmanager
-def _lower_thread_priority(nice: int) -> Generator[None, None, None]:
+def lower_thread_priority(nice: int) -> Generator[None, None, None]:
     """Raise the niceness of the calling thread (Linux) for the block; no-op elsewhere."""
     tid = threading.get_native_id()
     try:
@@ -226,7 +226,7 @@ _GC_FROZEN = [0]  # number of runs holding the freeze
 _GC_LOCK = threading.Lock()
 
 
-def _freeze_gc() -> None:
+def freeze_gc() -> None:
     """Move the objects that exist now out of the garbage collector's sight during training.
 
     A full collection in napari's process scans every Qt/napari/torch object and holds the GIL
@@ -240,8 +240,8 @@ def _freeze_gc() -> None:
         _GC_FROZEN[0] += 1
 
 
-def _unfreeze_gc() -> None:
-    """Undo :func:`_freeze_gc` once the last run has finished (objects go back to gen 2)."""
+def unfreeze_gc() -> None:
+    """Undo :func:`freeze_gc` once the last run has finished (objects go back to gen 2)."""
     with _GC_LOCK:
         _GC_FROZEN[0] = max(0, _GC_FROZEN[0] - 1)
         if _GC_FROZEN[0] == 0:
@@ -328,8 +328,8 @@ class TrainingRun:
 
         def run() -> Generator[TrainProgress | str, None, int]:
             self._gc_frozen = True
-            _freeze_gc()
-            with _lower_thread_priority(WORKER_NICE):
+            freeze_gc()
+            with lower_thread_priority(WORKER_NICE):
                 return (yield from loop)
 
         worker: GeneratorWorker = create_worker(run, _start_thread=False)
@@ -381,7 +381,7 @@ class TrainingRun:
         self._loop.close()  # runs train()'s cleanup: eval mode, CPU, device memory freed
         if self._gc_frozen:
             self._gc_frozen = False
-            _unfreeze_gc()
+            unfreeze_gc()
         if self._qt_window is not None:
             try:
                 self._qt_window.destroyed.disconnect(self.viewer_closed)

@@ -89,6 +89,94 @@ def show_prediction(viewer: napari.viewer.Viewer, image_layer: Image, fg: np.nda
     add_or_update_labels(viewer, labels, f"{name} instances", opacity=0.5, **geometry)
 
 
+class _PredictionRun:
+    """One prediction of a layer: the worker's function and its callbacks in the GUI thread."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, image_layer: Image, model: UNet,
+                 inputs: tuple[np.ndarray, int | None, int | None], settings: dict[str, Any],
+                 on_progress: Callable[[int, int], None] | None,
+                 on_finished: Callable[[bool], None] | None) -> None:
+        self.viewer, self.layer, self.model = viewer, image_layer, model
+        self.image, self.channel_axis, self.model_axis = inputs
+        self.settings = settings
+        self.on_progress, self.on_finished = on_progress, on_finished
+        self.ok = self.done = False
+        self.pbar = napari_progress(total=0, desc=f"U-Net: {image_layer.name}")
+        self.relay = ProgressRelay(self.report)
+        self.worker: FunctionWorker | None = None
+
+    def report(self, done: int, total: int) -> None:
+        """Progress in the GUI thread: the napari progress bar and ``on_progress``."""
+        if self.done:  # a relayed update that arrives after the end: keep the final state
+            return
+        if self.pbar.total != total:
+            self.pbar.total = total
+        self.pbar.update(done - self.pbar.n)
+        if self.on_progress is not None:
+            self.on_progress(done, total)
+
+    def _aborted(self) -> bool:
+        return bool(self.worker is not None and self.worker.abort_requested)
+
+    def run(self) -> tuple | None:
+        """In the worker: maps, then instances (None when cancelled)."""
+        from napari_unet.core.tiling import PredictionCancelled
+
+        threshold, min_size = self.settings["threshold"], self.settings["min_size"]
+        try:
+            fg, interior, factor = predict_maps(
+                self.model, self.image, channel_axis=self.model_axis,
+                diameter=self.settings["diameter"], device=self.settings["device"],
+                progress=self.relay, cancel=self._aborted)
+        except PredictionCancelled:
+            return None
+        if self._aborted():
+            return None
+        t = model_threshold(self.model) if threshold is None else threshold
+        size = min_size_for(factor) if min_size is None else min_size
+        return fg, label_probability(fg, t, size, interior), t, size, interior, factor
+
+    def returned(self, result: tuple | None) -> None:
+        """Show the result as layers and cache it in the session."""
+        if result is None:
+            return
+        fg, labels, used_threshold, used_size, interior, factor = result
+        axis = self.channel_axis if self.channel_axis is not None else self.model_axis
+        try:
+            show_prediction(self.viewer, self.layer, fg, labels, axis)
+        except (RuntimeError, KeyError, ValueError) as exc:  # viewer closed or layer removed
+            _notify.notify_warning(f"Prediction finished but could not be shown: {exc}")
+            return
+        get_session(self.viewer).set_prediction(
+            self.layer.name,
+            Prediction(fg, labels, threshold=used_threshold, min_size=used_size,
+                       interior=interior, factor=factor))
+        self.ok = True
+
+    def errored(self, exc: Exception) -> None:
+        """Say why the prediction failed."""
+        _notify.notify_error(f"Prediction of {self.layer.name!r} failed: {exc}")
+
+    def finished(self) -> None:
+        """Once at the end: close the progress bar, call ``on_finished(ok)``."""
+        if self.done:
+            return
+        self.done = True
+        self.pbar.close()
+        self.relay.deleteLater()
+        if self.on_finished is not None:
+            self.on_finished(self.ok)
+
+    def make_worker(self) -> FunctionWorker:
+        """The (not started) worker, its signals connected to this run."""
+        worker = create_worker(self.run, _start_thread=False)  # holds this run alive
+        self.worker = worker
+        worker.returned.connect(self.returned)
+        worker.errored.connect(self.errored)
+        worker.finished.connect(self.finished)
+        return worker
+
+
 def predict_layer(
     viewer: napari.viewer.Viewer,
     image_layer: Image,
@@ -111,8 +199,6 @@ def predict_layer(
     ``threshold``/``min_size``/``diameter`` None: the model's calibrated threshold and object
     scale (``core.segment``).
     """
-    from napari_unet.core.tiling import PredictionCancelled
-
     try:
         data, channel_axis = image_layer_data(image_layer)
         image, model_axis = prepare_image(data, channel_axis, model)
@@ -121,68 +207,11 @@ def predict_layer(
         if on_finished is not None:
             on_finished(False)
         return None
-
-    pbar = napari_progress(total=0, desc=f"U-Net: {image_layer.name}")
-    state: dict[str, Any] = {"ok": False, "done": False}
-
-    def report(done: int, total: int) -> None:
-        if state["done"]:  # a relayed update that arrives after the end: keep the final state
-            return
-        if pbar.total != total:
-            pbar.total = total
-        pbar.update(done - pbar.n)
-        if on_progress is not None:
-            on_progress(done, total)
-
-    relay = ProgressRelay(report)
-    holder: dict[str, Any] = {}
-
-    def run() -> tuple | None:
-        try:
-            fg, interior, factor = predict_maps(
-                model, image, channel_axis=model_axis, diameter=diameter, device=device,
-                progress=relay, cancel=lambda: holder["w"].abort_requested)
-        except PredictionCancelled:
-            return None
-        if holder["w"].abort_requested:
-            return None
-        t = model_threshold(model) if threshold is None else threshold
-        size = min_size_for(factor) if min_size is None else min_size
-        return fg, label_probability(fg, t, size, interior), t, size, interior
-
-    def returned(result: tuple | None) -> None:
-        if result is None:
-            return
-        fg, labels, used_threshold, used_size, interior = result
-        try:
-            show_prediction(viewer, image_layer, fg, labels,
-                            channel_axis if channel_axis is not None else model_axis)
-        except (RuntimeError, KeyError, ValueError) as exc:  # viewer closed or layer removed
-            _notify.notify_warning(f"Prediction finished but could not be shown: {exc}")
-            return
-        get_session(viewer).set_prediction(
-            image_layer.name,
-            Prediction(fg, labels, threshold=used_threshold, min_size=used_size,
-                       interior=interior))
-        state["ok"] = True
-
-    def errored(exc: Exception) -> None:
-        _notify.notify_error(f"Prediction of {image_layer.name!r} failed: {exc}")
-
-    def finished() -> None:
-        if state["done"]:
-            return
-        state["done"] = True
-        pbar.close()
-        relay.deleteLater()
-        if on_finished is not None:
-            on_finished(state["ok"])
-
-    worker = create_worker(run, _start_thread=False)
-    holder["w"] = worker
-    worker.returned.connect(returned)
-    worker.errored.connect(errored)
-    worker.finished.connect(finished)
+    settings = {"threshold": threshold, "min_size": min_size, "diameter": diameter,
+                "device": device}
+    run = _PredictionRun(viewer, image_layer, model, (image, channel_axis, model_axis),
+                         settings, on_progress, on_finished)
+    worker = run.make_worker()
     if start:
         worker.start()
     return worker
@@ -228,9 +257,11 @@ class PredictWidget(QWidget):
             "or estimated for a starting model. The image is resampled so that objects appear "
             "at the model's size; the result stays on the image's pixel grid."
         )
+        self.starting_combo = QComboBox()
+        self._fill_starting_models()
         self.starting_button = QPushButton("Use starting model")
         self.starting_button.setToolTip(
-            "Predict with the shipped nuclei model (fluorescence) without training"
+            "Predict with the shipped starting model chosen on the left, without training"
         )
         self.device_combo = QComboBox()
         self.predict_button = QPushButton("Predict")
@@ -246,8 +277,11 @@ class PredictWidget(QWidget):
         form.addRow("model", self.model_label)
         model_buttons = QHBoxLayout()
         model_buttons.addWidget(self.load_button)
-        model_buttons.addWidget(self.starting_button)
+        starting = QHBoxLayout()
+        starting.addWidget(self.starting_combo, 1)
+        starting.addWidget(self.starting_button)
         form.addRow("", model_buttons)
+        form.addRow("starting model", starting)
         form.addRow("object diameter", self.diameter)
         form.addRow("threshold", self.threshold)
         form.addRow("min object size (px)", self.min_size)
@@ -266,7 +300,7 @@ class PredictWidget(QWidget):
         self.refresh_layers()
         self._show_model()
         self.load_button.clicked.connect(self._load_clicked)
-        self.starting_button.clicked.connect(self.use_starting_model)
+        self.starting_button.clicked.connect(lambda *_: self.use_starting_model())
         self.threshold.valueChanged.connect(self.relabel)
         self.diameter.valueChanged.connect(self._show_diameter)
         self.predict_button.clicked.connect(self.predict)
@@ -309,11 +343,30 @@ class PredictWidget(QWidget):
         except RuntimeError:
             pass
 
-    def use_starting_model(self) -> None:
-        """Make the shipped nuclei model the session's model (predict without training)."""
-        from napari_unet.models import DEFAULT_PRETRAINED, load_pretrained
+    def _fill_starting_models(self) -> None:
+        from qtpy.QtCore import Qt
 
-        self.session.set_model(load_pretrained(), f"starting model: {DEFAULT_PRETRAINED}")
+        from napari_unet.models import starting_models
+
+        for index, (name, description) in enumerate(starting_models().items()):
+            self.starting_combo.addItem(name)
+            self.starting_combo.setItemData(index, description, Qt.ItemDataRole.ToolTipRole)
+        self.starting_combo.setToolTip(
+            "Shipped starting models: nuclei (fluorescence), phase-cells (phase contrast), "
+            "em-cells (electron microscopy), he-nuclei (H&E / brightfield, RGB)"
+        )
+
+    def use_starting_model(self, name: str | None = None) -> None:
+        """Make a shipped starting model the session's model (default: the combo's choice)."""
+        from napari_unet.widgets._training_run import load_starting_model
+
+        name = name or self.starting_combo.currentText()
+        try:
+            model = load_starting_model(name)
+        except ValueError as exc:
+            _notify.notify_error(f"Cannot load the starting model: {exc}")
+            return
+        self.session.set_model(model, f"starting model: {name}")
 
     def diameter_value(self) -> float | str | None:
         """The diameter field: a number of pixels, or None (the model's own / estimated)."""
