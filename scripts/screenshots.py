@@ -7,7 +7,10 @@ Run under a virtual display with the xcb platform, e.g.::
 It opens napari with the synthetic sample data, trains a small network for a few steps with the
 Train widget (which then predicts), predicts again with the Predict widget, corrects the result
 with a few clicks in the Annotate widget, draws an elastic deformation and a weight map, and
-writes ``docs/screenshot_<widget>.png`` and ``docs/screenshot_main.png``.
+writes ``docs/screenshot_<widget>.png`` and ``docs/screenshot_main.png``. First, on a fresh
+window with the real DSB2018 sample, it takes the README's quick start in the one dock: sample,
+dock, starting-model segmentation, painting, training (``docs/screenshot_quick_<n>_<step>.png``;
+``--only quick`` makes only these).
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ def save(viewer, out_dir: Path, name: str) -> Path:
     """Screenshot of the whole window (canvas, layer list and docked widgets)."""
     close_notifications()
     process_events(0.5)
+    viewer.screenshot(canvas_only=True)  # renders the canvas: a window grab can be a stale frame
+    process_events(0.2)
     path = out_dir / f"screenshot_{name}.png"
     viewer.screenshot(str(path), canvas_only=False)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
@@ -222,10 +227,73 @@ def main_window(viewer, out_dir: Path) -> None:
     save(viewer, out_dir, "main")
 
 
+QUICK_IMAGE = "nuclei (DSB2018)"
+
+
+def _paint_disk(layer, centre: tuple[int, int], radius: int, label: int) -> None:
+    """Paint a disk into ``layer`` (the whole array is set: a window grab shows it at once)."""
+    from skimage.draw import disk
+
+    rr, cc = disk(centre, radius, shape=layer.data.shape)
+    data = np.array(layer.data)
+    data[rr, cc] = label
+    layer.data = data
+
+
+def quick_start(out_dir: Path, steps: int = 10) -> None:
+    """The README's quick start on the real sample: five steps, one screenshot each."""
+    import napari
+
+    from napari_unet.demo import DOCK
+
+    viewer = napari.Viewer(show=True, title="napari-unet")
+    viewer.window.resize(*WINDOW_SIZE)
+    viewer.open_sample("napari-unet", "nuclei_dsb2018")  # 1. File > Open Sample
+    viewer.layers[-1].visible = False  # the ground truth: shown by the sample, hidden here
+    process_events(1.0)
+    save(viewer, out_dir, "quick_1_sample")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", DOCK)  # 2. the dock
+    process_events(0.5)
+    viewer.reset_view()
+    save(viewer, out_dir, "quick_2_dock")
+    widget.quick_button.click()  # 3. Segment with the starting model
+    wait_for(lambda: widget.predict.worker is None, 300, "the starting model's prediction")
+    viewer.layers[f"{QUICK_IMAGE} instances"].contour = 2
+    save(viewer, out_dir, "quick_3_segment")
+    widget.show_tab("Data")  # 4. paint two cells and some background
+    layer = viewer.add_labels(np.zeros(viewer.layers[QUICK_IMAGE].data.shape[:2], np.uint16),
+                              name="my labels")
+    truth = np.asarray(viewer.layers["nuclei ground truth (complete labels)"].data)
+    ids = np.unique(truth)[1:]
+    centres = np.array(ndi.center_of_mass(truth > 0, truth, ids))
+    middle = np.array(truth.shape) / 2
+    for i in np.argsort(np.linalg.norm(centres - middle, axis=1))[:2]:  # two central nuclei
+        _paint_disk(layer, tuple(int(c) for c in centres[i]), 8, widget.paint.new_cell())
+    widget.paint.background()
+    gap = ndi.distance_transform_edt(truth == 0)
+    gap[:, : truth.shape[1] // 4] = gap[:, -truth.shape[1] // 4:] = 0  # away from the edges
+    gap[:20] = gap[-20:] = 0
+    where = np.unravel_index(int(np.argmax(gap)), gap.shape)
+    _paint_disk(layer, where, int(min(12, gap[where] - 2)), 1)
+    process_events(0.5)
+    save(viewer, out_dir, "quick_4_paint")
+    widget.show_tab("Train")  # 5. Train (fine-tunes the starting model, then predicts)
+    widget.train.labels_combo.setCurrentText("my labels")
+    widget.train.image_combo.setCurrentText(QUICK_IMAGE)
+    widget.train.length.setValue(steps)
+    if widget.train.start_training() is None:
+        raise RuntimeError("the train tab refused to train (see the notification)")
+    wait_for(lambda: widget.train.run is None, 900, "training and the follow-up prediction")
+    save(viewer, out_dir, "quick_5_train")
+    viewer.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="output folder")
     parser.add_argument("--steps", type=int, default=150, help="training steps (CPU: keep small)")
+    parser.add_argument("--only", choices=["quick", "widgets"], default=None,
+                        help="make only the quick-start or only the widget screenshots")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -237,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    if args.only != "widgets":
+        quick_start(args.out)
+    if args.only == "quick":
+        return 0
     viewer = napari.Viewer(show=True, title="napari-unet")
     viewer.window.resize(*WINDOW_SIZE)
     (truth, truth_kw, _), = [item for item in synthetic_cells() if item[2] == "labels"]

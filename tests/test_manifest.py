@@ -3,7 +3,7 @@
 import npe2
 import pytest
 
-from napari_unet.demo import WIDGETS
+from napari_unet.demo import DOCK, WIDGETS
 
 MANIFEST = npe2.PluginManifest.from_distribution("napari-unet")
 WIDGET_NAMES = [widget.display_name for widget in MANIFEST.contributions.widgets]
@@ -12,6 +12,7 @@ WIDGET_NAMES = [widget.display_name for widget in MANIFEST.contributions.widgets
 def test_manifest_is_valid_and_complete():
     assert MANIFEST.name == "napari-unet"
     assert set(WIDGET_NAMES) == set(WIDGETS)
+    assert WIDGET_NAMES[0] == DOCK  # the one dock comes first in the Plugins menu
     assert MANIFEST.contributions.readers and MANIFEST.contributions.writers
     assert {s.key for s in MANIFEST.contributions.sample_data} == {
         "nuclei_dsb2018", "cells_usiigaci", "cells", "cells_sparse"}

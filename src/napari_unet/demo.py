@@ -1,7 +1,7 @@
 """The main job: ``python -m napari_unet.demo`` (what ``make demo`` runs).
 
 With a display, napari opens with the plugin's sample data (an image with a few painted cells)
-and the widgets docked, ready to press Train. Without one, the same workflow runs headless:
+and the plugin's dock open, ready to press Train. Without one, the same workflow runs headless:
 fine-tune on the few painted cells, predict the whole image, write the instance labels to a
 file and say where, with the scores against the full ground truth.
 """
@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+#: the one dock the demo opens (first in the Plugins menu)
+DOCK = "U-Net (all steps)"
+#: every widget of the Plugins menu: the one dock, then each step on its own
 WIDGETS = (
+    DOCK,
+    "Paint cells and background",
     "Train U-Net",
     "Predict",
     "Click to annotate and retrain",
@@ -33,13 +38,12 @@ def has_display() -> bool:
 
 
 def run_viewer() -> None:
-    """Open napari with the sparse sample data and every widget docked."""
+    """Open napari with the sparse sample data and the plugin's one dock."""
     import napari
 
     viewer = napari.Viewer(title="napari-unet demo")
     viewer.open_sample("napari-unet", "cells_sparse")
-    for widget in WIDGETS[:3]:
-        viewer.window.add_plugin_dock_widget("napari-unet", widget, tabify=True)
+    viewer.window.add_plugin_dock_widget("napari-unet", DOCK)
     napari.run()
 
 

@@ -171,3 +171,38 @@ def test_split_properties(labels, dense):
     info = summarize(labels, dense)
     assert info["n_cells"] == n
     assert info["n_labeled_px"] == mask.sum()
+
+
+def test_only_default_label_is_0_and_1_both_present():
+    from napari_unet.core.labels import only_default_label
+
+    painted = np.zeros((8, 8), np.uint8)
+    assert not only_default_label(painted)  # nothing painted
+    painted[2:4, 2:4] = 1
+    assert only_default_label(painted)
+    assert not only_default_label(np.ones((8, 8), int))  # no unlabeled pixel
+    painted[6, 6] = 2
+    assert not only_default_label(painted)  # a cell id: the sparse convention is in use
+    assert not only_default_label(np.zeros((0, 0), int))
+
+
+def test_read_default_label_makes_one_cell_per_blob_with_a_background_ring():
+    from napari_unet.core.labels import read_default_label, split_labels
+
+    painted = np.zeros((30, 30), np.uint16)
+    painted[5:9, 5:9] = 1
+    painted[20:24, 18:22] = 1
+    out, note = read_default_label(painted, ring=2)
+    assert sorted(np.unique(out)) == [0, 1, 2, 3]
+    assert np.array_equal(out >= 2, painted == 1)  # the strokes are the cells
+    assert len(np.unique(out[5:9, 5:9])) == 1 and len(np.unique(out[20:24, 18:22])) == 1
+    ring = out == 1
+    assert ring[3, 5] and ring[4, 4] and not ring[2, 5]  # 2 px wide
+    assert not ring[15, 15]  # far from the strokes stays unlabeled
+    assert "2 cell(s)" in note and "napari" in note
+    instances, mask = split_labels(out)
+    assert instances.max() == 2 and mask.sum() == np.count_nonzero(out)
+    # a stack: blobs are found per plane, not joined across planes
+    stack = np.stack([painted, painted])
+    out3, _ = read_default_label(stack)
+    assert len(np.unique(out3[out3 >= 2])) == 4

@@ -176,7 +176,7 @@ def test_layer_pickers_follow_the_layer_list(make_napari_viewer, errors):
     viewer.layers.remove("a")
     assert widget.image_combo.count() == 0
     assert widget.start_training() is None
-    assert "no longer in the viewer" in errors[-1]
+    assert "the image layer 'a' was removed from the viewer" in errors[-1]
 
 
 def test_several_pairs_and_stacks_train(make_napari_viewer, qtbot, errors):

@@ -14,10 +14,15 @@ import numpy as np
 
 __all__ = [
     "BACKGROUND_LABEL",
+    "CONVENTION",
+    "CONVENTION_METADATA",
+    "DEFAULT_LABEL_RING_PX",
     "NO_LABELS_MESSAGE",
     "UNLABELED",
     "as_label_array",
     "looks_dense",
+    "only_default_label",
+    "read_default_label",
     "split_labels",
     "summarize",
     "validate_pair",
@@ -25,6 +30,12 @@ __all__ = [
 
 UNLABELED = 0
 BACKGROUND_LABEL = 1
+#: the sparse convention in one line, shown where the user paints
+CONVENTION = "0 unlabeled · 1 background · 2, 3, … one id per cell"
+#: Labels layer metadata key saying the layer is painted in the sparse convention on purpose
+CONVENTION_METADATA = "napari_unet_labels"
+#: background painted around each cell of a layer painted only with napari's default label 1
+DEFAULT_LABEL_RING_PX = 3
 NO_LABELS_MESSAGE = (
     "no labels painted: paint at least one cell (label >= 2) and some background (label 1)"
 )
@@ -213,3 +224,50 @@ def looks_dense(labels: np.ndarray) -> bool:
     sides = [s.stop - s.start for s in ndi.find_objects(blob.astype(np.int8))[0]]
     filled = counts[1] / float(np.prod(sides))
     return max(sides[-2:]) <= 3 * min(sides[-2:]) and filled >= 0.4
+
+
+def only_default_label(labels: np.ndarray) -> bool:
+    """True when labels hold only 0 and 1, both present: painted with napari's default label."""
+    arr = np.asarray(labels)
+    if not arr.size or arr.dtype.kind not in "biu":
+        return False
+    return int(arr.max()) == BACKGROUND_LABEL and int(arr.min()) == UNLABELED
+
+
+def _plane_structure(ndim: int) -> np.ndarray:
+    """4-connectivity within each (Y, X) plane, none across leading (stack) axes."""
+    from scipy import ndimage as ndi
+
+    structure = np.zeros((3,) * ndim, dtype=bool)
+    structure[(1,) * (ndim - 2)] = ndi.generate_binary_structure(2, 1)
+    return structure
+
+
+def read_default_label(
+    labels: np.ndarray, ring: int = DEFAULT_LABEL_RING_PX
+) -> tuple[np.ndarray, str]:
+    """Read labels painted only with napari's default label 1 as cells, with background rings.
+
+    napari paints label 1 first, which the sparse convention reads as background: a user's
+    first strokes would then hold no cell.  Here each painted blob (4-connected in its plane)
+    becomes one cell (ids 2, 3, ...) and the unlabeled pixels within ``ring`` px around the
+    blobs become background (1), as for a cell added by click.  Returns the new sparse labels
+    and a note for the user.
+    """
+    from scipy import ndimage as ndi
+
+    arr = as_label_array(labels)
+    painted = arr == BACKGROUND_LABEL
+    structure = _plane_structure(arr.ndim)
+    cells, n = ndi.label(painted, structure=structure)
+    out = np.zeros(arr.shape, dtype=np.int32)
+    if ring > 0:
+        around = ndi.binary_dilation(painted, structure=structure, iterations=int(ring))
+        out[around & ~painted] = BACKGROUND_LABEL
+    out[painted] = cells[painted] + 1
+    note = (
+        f"only label 1 is painted (napari's default): read as {n} cell(s), one per painted "
+        f"blob, with a {ring} px background ring around each. To paint background yourself, "
+        "use label 1 for background and 2, 3, … for cells"
+    )
+    return out, note

@@ -51,10 +51,10 @@ from . import _notify
 from ._session import TrainingBusyError, get_session
 from ._training_run import (
     TrainingRun,
-    _load_pretrained,
     _pretrained_names,
     collect_training_data,
     describe_progress,
+    load_starting_model,
     make_model,
     worker_threads,
 )
@@ -216,6 +216,9 @@ class TrainWidget(QWidget):
         self.pair_list.setToolTip("training pairs; when empty, the pair above is used")
         self.dense = QCheckBox("labels are complete (0 = background)")
         self.dense.setToolTip("unchecked: 0 = unlabeled (ignored), 1 = background, >= 2 = cells")
+        self.notes = QLabel()  # the last warning or note on the data; stays until the next
+        self.notes.setWordWrap(True)
+        self.notes.setObjectName("notes")
 
         self.source_combo = QComboBox()
         self.source_combo.addItems(["new model", "continue current model", "load checkpoint…"])
@@ -271,6 +274,7 @@ class TrainWidget(QWidget):
         data.addRow(pair_buttons)
         data.addRow(self.pair_list)
         data.addRow(self.dense)
+        data.addRow(self.notes)
 
         model_box = QGroupBox("model")
         model = QFormLayout(model_box)
@@ -320,7 +324,7 @@ class TrainWidget(QWidget):
 
     def _default_learning_rate(self, index: int) -> None:
         """Fine-tune the starting model gently; train a new network at the usual rate."""
-        if index == SOURCE_PRETRAINED:
+        if index >= SOURCE_PRETRAINED:  # any shipped starting model
             self.learning_rate.setValue(FINE_TUNE_LEARNING_RATE)
         elif index == SOURCE_NEW:
             self.learning_rate.setValue(TrainConfig.learning_rate)
@@ -379,8 +383,7 @@ class TrainWidget(QWidget):
             names = [[self.image_combo.currentText(), self.labels_combo.currentText()]]
         pairs = []
         for image, labels in names:
-            if image not in self.viewer.layers or labels not in self.viewer.layers:
-                raise ValueError(f"layer {image!r} or {labels!r} is no longer in the viewer")
+            _check_present(self.viewer, image, labels)
             pairs.append((self.viewer.layers[image], self.viewer.layers[labels]))
         return pairs
 
@@ -431,20 +434,20 @@ class TrainWidget(QWidget):
         Returns None, with a notification, when the inputs are invalid; layers are untouched.
         """
         if self.run is not None:
-            _notify.notify_warning("Training is already running")
+            _notify.notify_in(self.status, "Training is already running", "warning")
             return None
         busy = self.session.busy_message()
         if busy is not None:
-            _notify.notify_warning(f"Cannot train: {busy}")
+            _notify.notify_in(self.status, f"Cannot train: {busy}", "warning")
             return None
         source = self.source_combo.currentIndex()
         try:
             config = self.config()
             config.validate()
-            pairs = self.pairs()
+            pairs, notes = read_default_labels(self.pairs(), config.dense)
             base = self.session.model if source != SOURCE_NEW else None
             if source >= SOURCE_PRETRAINED:
-                base = _load_pretrained(self.source_combo.currentText())
+                base = load_starting_model(self.source_combo.currentText())
             if source != SOURCE_NEW and base is None:
                 raise ValueError("there is no current model to continue: choose 'new model'")
             in_channels = int(base.in_channels) if base is not None else None
@@ -457,10 +460,13 @@ class TrainWidget(QWidget):
                                    self.padding.currentText())
             collect_training_data(pairs, config.dense, in_channels, model)
         except ValueError as exc:
-            _notify.notify_error(f"Cannot train: {exc}")
+            _notify.notify_in(self.status, f"Cannot train: {exc}")
             return None
+        self.notes.setText("")
+        for message in notes:
+            _notify.notify_in(self.notes, message, "info")
         for message in warnings:
-            _notify.notify_warning(message)
+            _notify.notify_in(self.notes, message, "warning")
         target = self.viewer.layers[self.image_combo.currentText()] if (
             self.image_combo.currentText() in self.viewer.layers) else pairs[0][0]
         threshold, min_size = _prediction_settings(self.viewer, target)
@@ -471,7 +477,7 @@ class TrainWidget(QWidget):
                 on_done=self._done, owner=TRAIN_OWNER, known_warnings=warnings,
             )
         except TrainingBusyError as exc:
-            _notify.notify_warning(f"Cannot train: {exc}")
+            _notify.notify_in(self.status, f"Cannot train: {exc}", "warning")
             return None
         self.session.train_settings = {
             **dataclasses.asdict(config),
@@ -534,7 +540,8 @@ class TrainWidget(QWidget):
         try:
             self._training_changed(self.session.training)
             last = f" at step {run.last.step}" if run.last is not None else ""
-            self.status.setText(f"training {run.status}{last}")
+            failed = f": {run.error}" if run.error is not None else ""
+            self.status.setText(f"training {run.status}{last}{failed}")
             if run.status == "done":
                 self.source_combo.setCurrentIndex(SOURCE_CONTINUE)
                 hint = new_image_type_hint(run.model)
@@ -543,9 +550,13 @@ class TrainWidget(QWidget):
         except RuntimeError:
             pass
 
+    def save_model_dialog(self) -> None:
+        """Ask where to save the session model (a Yes/No question before replacing a file)."""
+        self._save_clicked()
+
     def _save_clicked(self) -> None:
         if self.session.model is None:
-            _notify.notify_error("No model to save: train or load one first")
+            _notify.notify_in(self.status, "No model to save: train or load one first")
             return
         path, _ = QFileDialog.getSaveFileName(
             self, "Save U-Net model", "unet.pt",
@@ -607,6 +618,48 @@ class TrainWidget(QWidget):
         answer = QMessageBox.question(self, "Overwrite?", f"{path} exists. Replace it?",
                                       QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
         return answer == QMessageBox.Yes
+
+
+def _check_present(viewer: napari.viewer.Viewer, image: str, labels: str) -> None:
+    """ValueError saying which layer of a training pair is missing, and how to get it."""
+    if not image:
+        raise ValueError("there is no image layer: open an image (File > Open, or a sample)")
+    if not labels:
+        raise ValueError(
+            "there is no Labels layer to learn from: add one (the 'new labels layer' button "
+            "above the layer list) and paint a few cells on the image")
+    for kind, name in (("image", image), ("labels", labels)):
+        if name not in viewer.layers:
+            raise ValueError(f"the {kind} layer {name!r} was removed from the viewer: "
+                             "choose another one, or remove the pair from the list")
+
+
+def read_default_labels(pairs: list[tuple[Image, Labels]], dense: bool,
+                        ) -> tuple[list[tuple[Image, Labels]], list[str]]:
+    """Pairs whose labels hold only napari's default label 1, read as cells (sparse mode).
+
+    A layer the Paint widget marked sparse (label 1 painted as background on purpose) is
+    kept. Such labels are read by ``core.labels.read_default_label`` (each painted blob a cell, a
+    background ring around it) into a Labels layer outside the viewer, so the user's layer is
+    untouched. Returns the pairs to train on and one note per layer read that way.
+    """
+    from napari_unet.core.labels import (
+        CONVENTION_METADATA,
+        only_default_label,
+        read_default_label,
+    )
+
+    if dense:
+        return pairs, []
+    out, notes = [], []
+    for image_layer, labels_layer in pairs:
+        marked = (labels_layer.metadata or {}).get(CONVENTION_METADATA) == "sparse"
+        if not marked and only_default_label(labels_layer.data):
+            data, note = read_default_label(labels_layer.data)
+            labels_layer = Labels(data, name=labels_layer.name)
+            notes.append(f"{labels_layer.name}: {note}")
+        out.append((image_layer, labels_layer))
+    return out, notes
 
 
 def _match_exactly() -> Any:
