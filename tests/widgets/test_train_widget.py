@@ -509,3 +509,18 @@ def test_save_model_as_a_bioimageio_package(make_napari_viewer, qtbot, tmp_path,
     loaded = load_any(path)
     assert loaded.metadata["threshold"] == 0.4
     assert loaded.config == model.config
+
+
+def test_object_diameter_field_sets_the_training_scale(make_napari_viewer, qtbot, errors):
+    """0 = measured from the labels; a given diameter is recorded as the data's object size."""
+    viewer = _viewer_with_cells(make_napari_viewer)
+    widget = _tiny_widget(viewer, steps=2)
+    assert widget.config().diameter is None
+    widget.diameter.setValue(30)
+    assert widget.config().diameter == 30.0
+    worker = widget.start_training(start=False)
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        worker.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert errors == []
+    assert get_session(viewer).model.metadata["scale"]["data_diameter"] == 30.0

@@ -7,6 +7,8 @@ displacement strength that still look like plausible cells.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -120,9 +122,10 @@ class AugmentPreviewWidget(Container):
         self._seed.enabled = not self._random_seed.value
         self._random_seed.changed.connect(lambda v: setattr(self._seed, "enabled", not v))
         self._button.changed.connect(self.new_sample)
-        connect_layer_list(napari_viewer, self.reset_choices)
+        reset = _reset_weakly(self)  # holds the widget weakly: no cycle through Qt's signal
+        connect_layer_list(napari_viewer, reset)
         self.native.destroyed.connect(
-            lambda *_: connect_layer_list(napari_viewer, self.reset_choices, disconnect=True))
+            lambda *_: connect_layer_list(napari_viewer, reset, disconnect=True))
         self._rng = np.random.default_rng()
         self._pick_default_labels()
 
@@ -262,3 +265,15 @@ class AugmentPreviewWidget(Container):
 def _max_norm(field: np.ndarray) -> float:
     field = np.asarray(field, dtype=np.float32)
     return float(np.sqrt((field**2).sum(axis=0)).max()) if field.size else 0.0
+
+
+def _reset_weakly(widget: Container) -> Callable[..., None]:
+    """A plain function calling ``widget.reset_choices()`` while the widget lives."""
+    wref = weakref.ref(widget)
+
+    def reset(*_: Any) -> None:
+        w = wref()
+        if w is not None:
+            w.reset_choices()
+
+    return reset

@@ -246,6 +246,10 @@ class TrainWidget(QWidget):
         self.batch_size = _spin(1, 256, 4)
         self.patch_size = _spin(0, 2048, 0, 8, tip="output patch side in px; 0 = automatic")
         self.patch_size.setSpecialValueText("auto")
+        self.diameter = _spin(0, 2000, 0, 1, tip="object diameter in px; 0 = the median of the "
+                              "labeled cells (training resamples the images to the model's "
+                              "object size)")
+        self.diameter.setSpecialValueText("from the labels")
         self.augment = QCheckBox("augmentation (rotations, flips, elastic)")
         self.augment.setChecked(True)
         self.w0 = _spin(0.0, 100.0, 10.0, 1.0, decimals=1, tip="border weight w0 (paper: 10)")
@@ -274,6 +278,7 @@ class TrainWidget(QWidget):
         data.addRow(pair_buttons)
         data.addRow(self.pair_list)
         data.addRow(self.dense)
+        data.addRow("object diameter", self.diameter)
         data.addRow(self.notes)
 
         model_box = QGroupBox("model")
@@ -425,6 +430,7 @@ class TrainWidget(QWidget):
             dense=self.dense.isChecked(),
             device=self.device_combo.currentText() or "cpu",
             num_threads=worker_threads(),
+            diameter=float(self.diameter.value()) or None,
         )
 
     # ------------------------------------------------------------------ actions
