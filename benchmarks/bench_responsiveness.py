@@ -198,6 +198,10 @@ def run_live(args: argparse.Namespace) -> None:
           f"shipped model; {live.trainer.steps} steps in {ticks[-1] - t0:.1f} s")
     print(f"timer gaps over {gaps.size} ticks: max {gaps.max():.1f} ms, p99 "
           f"{np.percentile(gaps, 99):.1f} ms (goal: max < 100 ms)")
+    worst = np.argsort(gaps)[::-1][:5]
+    print("longest gaps (ms @ s after start): " + ", ".join(
+        f"{gaps[i]:.0f} @ {ticks[i] - t0:.1f}" for i in sorted(worst)) + "; overlays @ " +
+        ", ".join(f"{t - t0:.1f}" for t in overlays))
     print(f"edits: {len(edits)}, entered training: {len(entered)}, edit -> training max "
           f"{max(lags, default=float('nan')):.2f} s (goal < 1 s)")
     print(f"overlay refreshes: {len(overlays)}, interval mean {refresh.mean():.1f} s, max "

@@ -164,6 +164,7 @@ class LiveSession:
         """Take the session's training flag and start the worker (TrainingBusyError if taken)."""
         from napari.qt.threading import create_worker
 
+        self._overlay_layers()  # added now, not in the middle of the user's work
         self.session.begin_training(LIVE_OWNER)
         freeze_gc()  # no full collection of napari's objects pauses the window
         self.trainer.update(self._sent)
@@ -219,17 +220,22 @@ class LiveSession:
         elif self.on_status is not None:
             self.on_status(f"live: {item}")
 
-    def _show(self, overlay: Overlay) -> None:
-        """Write the region's probability and instances into the overlay layers."""
+    def _overlay_layers(self) -> tuple[Any, Any]:
+        """The ``<image> probability`` and ``instances`` layers, added (empty) if missing."""
         from napari_unet.widgets.predict import show_prediction
 
         name = self.image_layer.name
         prob_name, inst_name = f"{name} probability", f"{name} instances"
-        shape = tuple(self.labels_layer.data.shape)
         if prob_name not in self.viewer.layers or inst_name not in self.viewer.layers:
+            shape = tuple(self.labels_layer.data.shape)
             show_prediction(self.viewer, self.image_layer, np.zeros(shape, np.float32),
                             np.zeros(shape, np.int32))
-        prob, inst = self.viewer.layers[prob_name], self.viewer.layers[inst_name]
+        return self.viewer.layers[prob_name], self.viewer.layers[inst_name]
+
+    def _show(self, overlay: Overlay) -> None:
+        """Write the region's probability and instances into the overlay layers."""
+        prob, inst = self._overlay_layers()
+        shape = tuple(self.labels_layer.data.shape)
         if tuple(prob.data.shape) != shape or tuple(inst.data.shape) != shape:
             return  # the user replaced a layer: leave it alone
         where = (*self._lead, *overlay.region)
