@@ -67,19 +67,7 @@ def main() -> None:
     widget.length_unit.setCurrentText("minutes")
     widget.minutes.setValue(args.seconds / 60.0)
 
-    gc_pauses: list[tuple[float, float, int, str]] = []  # (start, ms, generation, thread)
-    gc_start: dict[int, float] = {}
-
-    def gc_callback(phase: str, info: dict) -> None:
-        tid = threading.get_ident()
-        if phase == "start":
-            gc_start[tid] = time.perf_counter()
-        elif tid in gc_start:
-            t = gc_start.pop(tid)
-            ms = (time.perf_counter() - t) * 1000
-            if ms > 20:
-                gc_pauses.append((t, ms, info["generation"], threading.current_thread().name))
-
+    gc_callback, gc_pauses = _gc_recorder()
     gc.callbacks.append(gc_callback)
     ticks: list[float] = []
     timer = QTimer()
@@ -109,6 +97,35 @@ def main() -> None:
     loop.exec_()  # the real Qt event loop, as in napari; ends when training + prediction end
     check.stop()
 
+    _report(args, widget, ticks, state, gc_pauses)
+    gc.callbacks.remove(gc_callback)
+    viewer.close()
+
+
+def _gc_recorder():
+    """A ``gc.callbacks`` entry recording collections over 20 ms, and the list it fills."""
+    gc_pauses: list[tuple[float, float, int, str]] = []  # (start, ms, generation, thread)
+    gc_start: dict[int, float] = {}
+
+    def gc_callback(phase: str, info: dict) -> None:
+        tid = threading.get_ident()
+        if phase == "start":
+            gc_start[tid] = time.perf_counter()
+        elif tid in gc_start:
+            t = gc_start.pop(tid)
+            ms = (time.perf_counter() - t) * 1000
+            if ms > 20:
+                gc_pauses.append((t, ms, info["generation"], threading.current_thread().name))
+
+    return gc_callback, gc_pauses
+
+
+def _report(args: argparse.Namespace, widget, ticks: list[float], state: dict,
+            gc_pauses: list) -> None:
+    """Print the training run's timer gaps and garbage-collection pauses."""
+    from napari_unet.widgets import _training_run
+    from napari_unet.widgets import train as train_mod
+
     gaps_ms = np.diff(np.array(ticks)) * 1000.0
     steps = widget.loss_plot.steps[-1] if widget.loss_plot.steps else 0
     threads = args.threads if args.threads is not None else train_mod.worker_threads()
@@ -127,8 +144,6 @@ def main() -> None:
     pauses = [f"{ms:.0f} ms gen{gen} in {name} @ {t - state['t0']:.1f}"
               for t, ms, gen, name in gc_pauses if state["t0"] <= t <= state["t1"]]
     print("garbage collections > 20 ms during training: " + (", ".join(pauses) or "none"))
-    gc.callbacks.remove(gc_callback)
-    viewer.close()
 
 
 def run_live(args: argparse.Namespace) -> None:

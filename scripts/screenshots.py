@@ -171,7 +171,23 @@ def annotate(viewer, out_dir: Path) -> None:
     viewer.layers.selection.active = layer
     save(viewer, out_dir, "annotate")
     viewer.layers["cells instances"].contour = 0
+    live_mode(viewer, widget, out_dir)
     widget._mode.value = False
+
+
+def live_mode(viewer, widget, out_dir: Path) -> None:
+    """Live mode: training on the annotations, the overlay on screen refreshed while it runs."""
+    live = widget.start_live()
+    if live is None:
+        raise RuntimeError("live mode did not start")
+    live.refresh_s = 1.0
+    show_only(viewer, ["cells", "cells instances", widget._labels_combo.value.name])
+    wait_for(lambda: live.overlays >= 2, 180, "two live overlay refreshes")
+    save(viewer, out_dir, "live")
+    widget.stop_live()
+    wait_for(lambda: widget.live is None, 120, "live mode to stop")
+    worker = getattr(widget, "predict_worker", None)
+    wait_for(lambda: worker is None or not worker.is_running, 120, "the whole-image prediction")
 
 
 def augment(viewer, out_dir: Path) -> None:
