@@ -37,6 +37,7 @@ from napari_unet.core.segment import (
     predict_maps,
     prepare_image,
 )
+from napari_unet.widgets._qt import unless_deleted
 
 from . import _notify
 from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
@@ -320,7 +321,7 @@ class PredictWidget(QWidget):
 
     def refresh_layers(self, *_: Any) -> None:
         """Refill the image combo from the viewer's image layers, keeping the selection."""
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             current = self.image_combo.currentText()
             names = [lay.name for lay in self.viewer.layers if isinstance(lay, Image)]
             names = [n for n in names if not n.endswith(" probability")] or names
@@ -330,18 +331,14 @@ class PredictWidget(QWidget):
             if current in names:
                 self.image_combo.setCurrentText(current)
             self.image_combo.blockSignals(False)
-        except RuntimeError:  # widget already deleted by Qt
-            pass
 
     def _show_model(self, *_: Any) -> None:
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self.model_label.setText(self.session.describe())
             if self.session.model is not None:
                 self.threshold.blockSignals(True)
                 self.threshold.setValue(model_threshold(self.session.model))
                 self.threshold.blockSignals(False)
-        except RuntimeError:
-            pass
 
     def _fill_starting_models(self) -> None:
         from qtpy.QtCore import Qt
@@ -489,23 +486,19 @@ class PredictWidget(QWidget):
     def _progress(self, done: int, total: int) -> None:
         if self.worker is None:  # late update after the prediction finished
             return
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self.progress_bar.setRange(0, max(1, total))
             self.progress_bar.setValue(done)
             self.status.setText(f"predicting: batch {done}/{total}")
-        except RuntimeError:
-            pass
 
     def _finished(self, ok: bool) -> None:
         self.worker = None
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self.predict_button.setEnabled(True)
             self.cancel_button.setEnabled(False)
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(1 if ok else 0)
             self.status.setText("done" if ok else "stopped")
-        except RuntimeError:
-            pass
 
 
 def _make_cleanup(widget: PredictWidget) -> Callable[..., None]:

@@ -46,6 +46,7 @@ from napari_unet.core.training import (
     keeps_unlabeled,
     new_image_type_hint,
 )
+from napari_unet.widgets._qt import unless_deleted
 
 from . import _notify
 from ._session import TrainingBusyError, get_session
@@ -345,7 +346,7 @@ class TrainWidget(QWidget):
     # ------------------------------------------------------------------ layers
     def refresh_layers(self, *_: Any) -> None:
         """Refill the layer pickers from the viewer, keeping the current choices."""
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             images = [lay.name for lay in self.viewer.layers if isinstance(lay, Image)]
             images = [n for n in images if not n.endswith(" probability")] or images
             labels = [lay.name for lay in self.viewer.layers if isinstance(lay, Labels)]
@@ -357,14 +358,10 @@ class TrainWidget(QWidget):
                 if current in names:
                     combo.setCurrentText(current)
                 combo.blockSignals(False)
-        except RuntimeError:  # widget already deleted by Qt
-            pass
 
     def _show_model(self, *_: Any) -> None:
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self.model_label.setText(self.session.describe())
-        except RuntimeError:
-            pass
 
     def add_pair(self) -> None:
         """Add the selected image/labels pair to the training list."""
@@ -521,16 +518,14 @@ class TrainWidget(QWidget):
             self.status.setText("stopping after the current step…")
 
     def _progress(self, p: TrainProgress) -> None:
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self.display.show_step(p.step, p.total_steps, p.loss, describe_progress(p))
-        except RuntimeError:
-            pass
 
     def _training_changed(self, owner: str | None = None) -> None:
         """Train is enabled only when no training runs; while another one does, say whose."""
         mine = self.run is not None
         busy = None if mine else self.session.busy_message()
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self.train_button.setEnabled(not mine and busy is None)
             self.cancel_button.setEnabled(mine)
             self.train_button.setToolTip(busy or "train on the pairs above with these settings")
@@ -538,12 +533,10 @@ class TrainWidget(QWidget):
                 self.status.setText(busy)
             elif not mine and owner is None and self.status.text().endswith("cancel it there"):
                 self.status.setText("")
-        except RuntimeError:  # widget already deleted by Qt
-            pass
 
     def _done(self, run: TrainingRun) -> None:
         self.run = None
-        try:
+        with unless_deleted():  # the widget may be closed meanwhile
             self._training_changed(self.session.training)
             last = f" at step {run.last.step}" if run.last is not None else ""
             failed = f": {run.error}" if run.error is not None else ""
@@ -553,8 +546,6 @@ class TrainWidget(QWidget):
                 hint = new_image_type_hint(run.model)
                 if hint is not None:
                     _notify.notify_info(hint)
-        except RuntimeError:
-            pass
 
     def save_model_dialog(self) -> None:
         """Ask where to save the session model (a Yes/No question before replacing a file)."""
