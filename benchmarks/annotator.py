@@ -50,6 +50,8 @@ from napari_unet.core.segment import label_probability, min_size_for, model_thre
 from napari_unet.core.training import train_to_completion  # noqa: E402
 from napari_unet.models import load_pretrained  # noqa: E402
 
+#: the shipped starting model of each kind (``--start shipped``)
+SHIPPED = {"fluo": "nuclei", "he": "he-nuclei", "phase": "phase-cells", "em": "em-cells"}
 VARIANTS = {
     "weighted": {"recent_fraction": 0.5, "correction_weight": 3.0},
     "plain": {"recent_fraction": 0.0, "correction_weight": 1.0},
@@ -63,8 +65,8 @@ def start_model(kind: K.Kind, train: list, args: argparse.Namespace) -> UNet:
     """
     from napari_unet.core.checkpoint import load_model, save_model
 
-    if kind.name == "fluo":
-        return load_pretrained()
+    if kind.name == "fluo" or args.start == "shipped":
+        return load_pretrained(SHIPPED[kind.name])
     cached = None if args.cache is None else \
         args.cache / f"{kind.name}-10cells-s{args.seed}-{args.start_steps}.pt"
     if cached is not None and cached.is_file():
@@ -317,6 +319,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", type=Path, default=K.DATA)
+    parser.add_argument("--start", choices=["10-cell", "shipped"], default="10-cell",
+                        help="start of the non-fluorescence kinds: a 10-cell model, or the "
+                        "kind's shipped starting model")
     parser.add_argument("--cache", type=Path, help="folder that keeps the 10-cell models")
     parser.add_argument("--masks-only", action="store_true",
                         help="only the add-click masks of every missed object (no training)")
