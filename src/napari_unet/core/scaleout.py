@@ -50,6 +50,7 @@ import os
 import shutil
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -179,6 +180,23 @@ def _model_bytes(model: UNet) -> bytes:
     return buffer.getvalue()
 
 
+_PREPARED: weakref.WeakKeyDictionary[UNet, UNet] = weakref.WeakKeyDictionary()
+
+
+def _prepared(model: UNet, device: Any) -> UNet:
+    """The CPU :func:`~.tiling.inference_model` of ``model``, made once per model; on a GPU
+    ``model`` itself (each prediction makes its copy and frees the device memory after it)."""
+    from .device import resolve_device
+    from .tiling import inference_model
+
+    if resolve_device(device).type != "cpu":
+        return model
+    net = _PREPARED.get(model)
+    if net is None:
+        net = _PREPARED[model] = inference_model(model, "cpu")
+    return net
+
+
 def _resolve_model(ref: Any) -> UNet:
     """A UNet from a UNet, checkpoint bytes or a checkpoint path (cached per thread)."""
     if isinstance(ref, UNet):
@@ -195,7 +213,7 @@ def _resolve_model(ref: Any) -> UNet:
             raise FileNotFoundError(f"checkpoint not found: {path}")
         key = f"{path.resolve()}:{path.stat().st_mtime_ns}"
         loader = lambda: load_any(path)  # noqa: E731  (checkpoint or bioimage.io package)
-    # one model per thread: predict_region switches train/eval mode and device around its run
+    # one model per thread (each thread's inference copy is made from its own: _prepared)
     cache_key = (key, threading.get_ident())
     with _MODELS_LOCK:
         model = _MODELS.get(cache_key)
@@ -307,7 +325,7 @@ def _predict_chunk(
     """Pass 1: foreground probability of one chunk, read with its halo."""
     from .tiling import predict_region
 
-    model = _resolve_model(model_ref)
+    model = _prepared(_resolve_model(model_ref), opts.get("device", "auto"))
     source = _open_source(source)
     y0, y1, x0, x1 = grid.core(iy, ix)
     by0, by1, bx0, bx1 = grid.window(iy, ix, grid.halo)
