@@ -606,15 +606,25 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_DEVICES = ["auto", "cpu", "cuda", "mps"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``napari-unet`` argument parser (subcommands train, predict, export, evaluate)."""
     parser = argparse.ArgumentParser(
         prog=PROG, description="Train, apply and evaluate U-Net segmentation without a GUI."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    devices = ["auto", "cpu", "cuda", "mps"]
     starting = _starting_help()
+    _add_train_parser(sub, starting)
+    _add_predict_parser(sub, starting)
+    _add_export_parser(sub, starting)
+    _add_evaluate_parser(sub)
+    return parser
 
+
+def _add_train_parser(sub: Any, starting: str) -> None:
+    """The ``train`` subcommand: images and labels in, a checkpoint out."""
     t = sub.add_parser("train", help="train a U-Net on images and labels")
     t.add_argument("images", nargs="+", metavar="IMAGE")
     t.add_argument(
@@ -634,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_at_most(MAX_STEPS))
     budget.add_argument("--minutes", type=_positive_float)
-    t.add_argument("--device", choices=devices, default="auto")
+    t.add_argument("--device", choices=_DEVICES, default="auto")
     t.add_argument("--seed", type=int)
     t.add_argument(
         "--dense-labels",
@@ -660,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=_cmd_train)
 
+
+def _add_predict_parser(sub: Any, starting: str) -> None:
+    """The ``predict`` subcommand: a model and images in, instance label images out."""
     p = sub.add_parser("predict", help="segment images into instance label images")
     p.add_argument(
         "model", metavar="MODEL",
@@ -693,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, default=4)
-    p.add_argument("--device", choices=devices, default="auto")
+    p.add_argument("--device", choices=_DEVICES, default="auto")
     p.add_argument(
         "--channel-axis", type=int, help="channel axis of multichannel images (RGB: -1)"
     )
@@ -710,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_export_parser(sub: Any, starting: str) -> None:
+    """The ``export`` subcommand: a model in, a bioimage.io package out."""
     x = sub.add_parser("export", help="write a model as a bioimage.io model package (.zip)")
     x.add_argument("model", metavar="MODEL",
                    help="a checkpoint, or a shipped starting model: " + starting)
@@ -729,13 +745,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true")
     x.set_defaults(func=_cmd_export)
 
+
+def _add_evaluate_parser(sub: Any) -> None:
+    """The ``evaluate`` subcommand: predicted and ground-truth label folders in, scores out."""
     e = sub.add_parser("evaluate", help="compare predicted with ground-truth label images")
     e.add_argument("pred_dir", metavar="PRED_DIR")
     e.add_argument("gt_dir", metavar="GT_DIR")
     e.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
-    return parser
 
 
 def _fail(code: int, message: str) -> int:

@@ -216,6 +216,28 @@ def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, errors):
     assert run.last.step < 100_000
 
 
+@pytest.mark.filterwarnings("error:.*_qt_window:FutureWarning")
+def test_closing_the_viewer_stops_a_retrain(make_napari_viewer, qtbot, errors):
+    """A run without a dock widget (Retrain) learns from the viewer's window that it closed."""
+    viewer = _viewer_with_cells(make_napari_viewer)
+    session = get_session(viewer)
+    session.set_model(UNet(**TINY), "new")
+    session.train_settings = {"batch_size": 2, "patch_size": 32, "augment": False,
+                              "device": "cpu"}
+    done: list[bool] = []
+    worker = retrain(viewer, viewer.layers["img"], viewer.layers["lab"], dense=True,
+                     steps=100_000, on_finished=done.append, start=False)
+    (run,) = [r for r in _training_run._ACTIVE_RUNS if r.worker is worker]
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        worker.start()
+        qtbot.waitUntil(lambda: run.last is not None, timeout=30_000)
+        viewer.close()
+    qtbot.waitUntil(lambda: not run.busy, timeout=10_000)
+    assert run.status == "cancelled" and done == [False]
+    assert run._viewer_closed  # told by the window (napari's own task cancel is not enough)
+    assert run.last.step < 100_000
+
+
 def test_training_loop_halves_batch_after_oom(monkeypatch):
     calls: list[TrainConfig] = []
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._roles import role_metadata, set_role
+
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels, Layer
@@ -51,7 +53,7 @@ def _geometry(like: Layer | None, ndim: int) -> dict[str, Any]:
 
 
 def _add_or_update(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, name: str,
-                   like: Layer | None, **kwargs: Any) -> Layer:
+                   like: Layer | None, role: str | None = None, **kwargs: Any) -> Layer:
     existing = viewer.layers[name] if name in viewer.layers else None
     rgb = bool(kwargs.get("rgb", getattr(existing, "rgb", False))) and kind == "image"
     ndim = np.ndim(data) - (1 if rgb else 0)  # an RGB layer's colour axis is not a dimension
@@ -64,22 +66,34 @@ def _add_or_update(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, na
                 if key in ("scale", "translate", "opacity", "visible", "blending", "colormap",
                            "contrast_limits"):
                     setattr(layer, key, value)
+            if role is not None:
+                set_role(layer, role)
             return layer
         viewer.layers.remove(layer)
+    if role is not None:  # set before the layer is inserted, for the pickers that refresh then
+        kwargs["metadata"] = role_metadata(role, kwargs.get("metadata"))
     add = viewer.add_image if kind == "image" else viewer.add_labels
     return add(data, name=name, **{**geometry, **kwargs})
 
 
 def add_or_update_image(viewer: napari.viewer.Viewer, data: np.ndarray, name: str,
-                        like: Layer | None = None, **kwargs: Any) -> Image:
-    """Show ``data`` as image layer ``name``: replace its data if it exists, else add it."""
-    return _add_or_update(viewer, "image", data, name, like, **kwargs)
+                        like: Layer | None = None, *, role: str | None = None,
+                        **kwargs: Any) -> Image:
+    """Show ``data`` as image layer ``name``: replace its data if it exists, else add it.
+
+    ``role``: the layer's ``_roles`` role (``metadata["napari_unet_role"]``).
+    """
+    return _add_or_update(viewer, "image", data, name, like, role, **kwargs)
 
 
 def add_or_update_labels(viewer: napari.viewer.Viewer, data: np.ndarray, name: str,
-                         like: Layer | None = None, **kwargs: Any) -> Labels:
-    """Show ``data`` as labels layer ``name``: replace its data if it exists, else add it."""
-    return _add_or_update(viewer, "labels", data, name, like, **kwargs)
+                         like: Layer | None = None, *, role: str | None = None,
+                         **kwargs: Any) -> Labels:
+    """Show ``data`` as labels layer ``name``: replace its data if it exists, else add it.
+
+    ``role``: the layer's ``_roles`` role (``metadata["napari_unet_role"]``).
+    """
+    return _add_or_update(viewer, "labels", data, name, like, role, **kwargs)
 
 
 def image_layer_data(layer: Image) -> tuple[np.ndarray, int | None]:

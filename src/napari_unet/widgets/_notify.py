@@ -9,6 +9,8 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ._qt import unless_deleted
+
 
 def notify_error(msg: str) -> None:
     """Tell the user something went wrong (bad input, failed load...)."""
@@ -35,11 +37,9 @@ def notify_in(status: Any, msg: str, level: str = "error") -> None:
     notify = {"error": notify_error, "warning": notify_warning}.get(level, notify_info)
     notify(msg)
     text = str(msg)
-    try:
+    with unless_deleted():  # the label may already be deleted by Qt
         if hasattr(status, "setText"):
             status.setText(text)
             status.setToolTip(text)
         elif status is not None:
             status.value = text
-    except RuntimeError:  # the label was already deleted by Qt
-        pass

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -19,3 +20,32 @@ def unless_deleted() -> Iterator[None]:
     except RuntimeError as error:
         if "deleted" not in str(error):
             raise
+
+
+def viewer_window(viewer: Any) -> Any | None:
+    """The viewer's Qt main window, or None (no window, or already closed).
+
+    Reached through napari's public, documented ``viewer.window.main_menu`` (the menu bar)
+    and Qt's ``QWidget.window()``, not napari's private ``Window._qt_window``.
+    """
+    menu = getattr(getattr(viewer, "window", None), "main_menu", None)
+    if menu is None:
+        return None
+    with unless_deleted():
+        return menu.window()
+    return None
+
+
+def on_viewer_closed(viewer: Any, callback: Callable[..., None]) -> bool:
+    """Call ``callback`` when the viewer's window is destroyed; False if it has no window.
+
+    napari has no public "viewer closed" event (napari/napari#4623); the main window's own
+    ``destroyed`` signal is the moment its widgets, and the viewer with them, are gone. The
+    connection is never undone (disconnecting from a window being deleted can crash Qt) and
+    keeps ``callback`` until then: pass a plain function that holds its owner weakly.
+    """
+    window = viewer_window(viewer)
+    if window is None:
+        return False
+    window.destroyed.connect(callback)
+    return True

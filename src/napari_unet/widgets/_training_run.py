@@ -34,6 +34,7 @@ from napari_unet.core.training import (
 
 from . import _notify
 from ._layers import image_layer_data
+from ._qt import on_viewer_closed
 from ._session import get_session
 from .predict import predict_layer
 
@@ -317,9 +318,7 @@ class TrainingRun:
         except BaseException:
             self._session.end_training(owner)
             raise
-        self._qt_window = getattr(getattr(viewer, "window", None), "_qt_window", None)
-        if self._qt_window is not None:
-            self._qt_window.destroyed.connect(self.viewer_closed)
+        on_viewer_closed(viewer, _calls_while_busy(self))
         _ACTIVE_RUNS.add(self)
 
     def _make_worker(self, loop: Generator[TrainProgress | str, None, int]) -> GeneratorWorker:
@@ -382,12 +381,6 @@ class TrainingRun:
         if self._gc_frozen:
             self._gc_frozen = False
             unfreeze_gc()
-        if self._qt_window is not None:
-            try:
-                self._qt_window.destroyed.disconnect(self.viewer_closed)
-            except (RuntimeError, TypeError):
-                pass
-            self._qt_window = None
         if self.error is not None:
             self.status = "failed"
         elif self.worker.abort_requested:
@@ -426,3 +419,15 @@ class TrainingRun:
         self._session.end_training(self.owner)
         if self.on_done is not None:
             self.on_done(self)
+
+
+def _calls_while_busy(run: TrainingRun) -> Callable[..., None]:
+    """A plain function calling ``run.viewer_closed()`` while the run is busy; holds it weakly."""
+    wref = weakref.ref(run)
+
+    def closed(*_: Any) -> None:
+        r = wref()
+        if r is not None and r.busy:
+            r.viewer_closed()
+
+    return closed

@@ -34,7 +34,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from napari_unet.widgets import _layers, _notify
+from napari_unet.widgets import _layers, _notify, _roles
 from napari_unet.widgets._qt import unless_deleted
 from napari_unet.widgets._session import get_session
 from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
@@ -55,7 +55,6 @@ HELP = (
     "(annotation layer selected, pan/zoom tool;\n"
     " Ctrl+Z undoes a click, painting still works)"
 )
-_PREVIEW_SUFFIXES = (" probability", " weights", " deformed")
 
 
 def click_action(modifiers: Iterable[Any]) -> str:
@@ -180,12 +179,13 @@ class AnnotateWidget(Container):
 
     # -- layer choices --------------------------------------------------------------------
     def _image_choices(self) -> list[tuple[str, Any]]:
-        return [c for c in layer_choices(self._viewer, "image")
-                if not c[0].endswith(_PREVIEW_SUFFIXES)]
+        """Image layers to annotate: not the plugin's previews (probability, weights...)."""
+        return [c for c in layer_choices(self._viewer, "image") if not _roles.is_preview(c[1])]
 
     def _labels_choices(self) -> list[tuple[str, Any]]:
+        """Labels layers: not the augmentation preview's deformed copies."""
         return [c for c in layer_choices(self._viewer, "labels")
-                if not c[0].endswith(" deformed")]
+                if _roles.layer_role(c[1]) != _roles.DEFORMED]
 
     def _layers_changed(self, *_: Any) -> None:
         self.reset_choices()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 
-from napari_unet.widgets import _layers, _notify
+from napari_unet.widgets import _layers, _notify, _roles
 
 if TYPE_CHECKING:
     import napari
@@ -130,8 +130,9 @@ class AugmentPreviewWidget(Container):
         self._pick_default_labels()
 
     def _choices(self, kind: str) -> list[tuple[str, Any]]:
-        suffix = " deformed"
-        return [c for c in layer_choices(self._viewer, kind) if not c[0].endswith(suffix)]
+        """The layers of ``kind`` to deform: not the previews this widget made."""
+        return [c for c in layer_choices(self._viewer, kind)
+                if _roles.layer_role(c[1]) != _roles.DEFORMED]
 
     def _pick_default_labels(self) -> None:
         choices = self._choices("labels")
@@ -183,7 +184,7 @@ class AugmentPreviewWidget(Container):
         if labels is not None and labels_layer is not None:
             out["labels"] = _layers.add_or_update_labels(
                 self._viewer, np.asarray(result[1]), f"{labels_layer.name} deformed",
-                like=labels_layer, scale=list(labels_layer.scale)[-2:],
+                like=labels_layer, role=_roles.DEFORMED, scale=list(labels_layer.scale)[-2:],
                 translate=preview_translate(labels_layer, width, like=image_layer)[-2:],
                 opacity=labels_layer.opacity, colormap=labels_layer.colormap,
             )
@@ -233,6 +234,7 @@ class AugmentPreviewWidget(Container):
                 # add_or_update_image compares ndim with the data's (RGB layers have one less)
                 out = self._viewer.layers[name]
                 out.data, out.scale, out.translate = deformed, scale, translate
+                _roles.set_role(out, _roles.DEFORMED)
                 return out
             kwargs["rgb"] = True
         else:
@@ -241,7 +243,8 @@ class AugmentPreviewWidget(Container):
                 deformed = np.moveaxis(deformed, channel_axis, 0)
                 kwargs["metadata"] = {"channel_axis": 0}
                 scale, translate = [1.0, *scale], [0.0, *translate]
-        return _layers.add_or_update_image(self._viewer, deformed, name, like=layer, scale=scale,
+        return _layers.add_or_update_image(self._viewer, deformed, name, like=layer,
+                                           role=_roles.DEFORMED, scale=scale,
                                            translate=translate, **kwargs)
 
     def _show_field_layer(self, layer: Image, field: np.ndarray, width: int) -> Vectors:
@@ -259,6 +262,7 @@ class AugmentPreviewWidget(Container):
         return self._viewer.add_vectors(
             vectors, name=name, scale=scale, translate=translate, edge_width=1.2,
             edge_color="gold", vector_style="arrow", length=1.0, opacity=0.8,
+            metadata=_roles.role_metadata(_roles.DISPLACEMENT),
         )
 
 

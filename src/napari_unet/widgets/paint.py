@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from napari_unet.core.labels import BACKGROUND_LABEL, CONVENTION, CONVENTION_METADATA
 
 from . import _notify
+from ._qt import unless_deleted
 
 if TYPE_CHECKING:
     import napari
@@ -191,10 +192,8 @@ def _calls_weakly(widget: QWidget, method: str) -> Callable[..., None]:
     def call(*args: Any) -> None:
         w = wref()
         if w is not None:
-            try:
+            with unless_deleted():  # the widget may be deleted by Qt meanwhile
                 getattr(w, method)(*args)
-            except RuntimeError:  # the widget was deleted by Qt
-                pass
 
     return call
 

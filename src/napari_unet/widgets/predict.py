@@ -39,7 +39,7 @@ from napari_unet.core.segment import (
 )
 from napari_unet.widgets._qt import unless_deleted
 
-from . import _notify
+from . import _notify, _roles
 from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
 from ._session import Prediction, get_session
 from .loss_plot import LazyProgressBar, status_label
@@ -84,10 +84,11 @@ def show_prediction(viewer: napari.viewer.Viewer, image_layer: Image, fg: np.nda
     """Add or update ``"<image> probability"`` and ``"<image> instances"`` over the image."""
     geometry = _layer_geometry(image_layer, channel_axis)
     name = image_layer.name
-    add_or_update_image(viewer, fg, f"{name} probability", colormap="magma",
-                        contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6,
-                        visible=False, **geometry)
-    add_or_update_labels(viewer, labels, f"{name} instances", opacity=0.5, **geometry)
+    add_or_update_image(viewer, fg, f"{name} probability", role=_roles.PROBABILITY,
+                        colormap="magma", contrast_limits=(0.0, 1.0), blending="additive",
+                        opacity=0.6, visible=False, **geometry)
+    add_or_update_labels(viewer, labels, f"{name} instances", role=_roles.INSTANCES,
+                         opacity=0.5, **geometry)
 
 
 class _PredictionRun:
@@ -227,11 +228,26 @@ class PredictWidget(QWidget):
         self.session = get_session(napari_viewer)
         self.worker: FunctionWorker | None = None
         self.relabel_worker: FunctionWorker | None = None
+        self._build_model_inputs()
+        self._build_settings()
+        self._build_starting_inputs()
+        self._build_actions()
+        self._lay_out()
+        self._fill_devices()
+        self.refresh_layers()
+        self._show_model()
+        self._connect()
 
+    # ------------------------------------------------------------------ layout
+    def _build_model_inputs(self) -> None:
+        """The image picker, the session model's description and its Load button."""
         self.image_combo = QComboBox()
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.load_button = QPushButton("Load model…")
+
+    def _build_settings(self) -> None:
+        """Threshold, minimum object size and object diameter fields."""
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 0.99)
         self.threshold.setSingleStep(0.05)
@@ -258,6 +274,9 @@ class PredictWidget(QWidget):
             "or estimated for a starting model. The image is resampled so that objects appear "
             "at the model's size; the result stays on the image's pixel grid."
         )
+
+    def _build_starting_inputs(self) -> None:
+        """The shipped starting models (combo and Use button) and the device picker."""
         self.starting_combo = QComboBox()
         self._fill_starting_models()
         self.starting_button = QPushButton("Use starting model")
@@ -265,6 +284,9 @@ class PredictWidget(QWidget):
             "Predict with the shipped starting model chosen on the left, without training"
         )
         self.device_combo = QComboBox()
+
+    def _build_actions(self) -> None:
+        """Predict and Cancel, the progress bar and the status line."""
         self.predict_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -273,6 +295,8 @@ class PredictWidget(QWidget):
         self.progress_bar.setValue(0)
         self.status = status_label()
 
+    def _lay_out(self) -> None:
+        """Place the inputs in a form above the buttons, the progress bar and the status."""
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", self.model_label)
@@ -297,17 +321,15 @@ class PredictWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self._fill_devices()
-        self.refresh_layers()
-        self._show_model()
+    def _connect(self) -> None:
+        """Wire the buttons and fields; follow the layer list and the session's model."""
         self.load_button.clicked.connect(self._load_clicked)
         self.starting_button.clicked.connect(lambda *_: self.use_starting_model())
         self.threshold.valueChanged.connect(self.relabel)
         self.diameter.valueChanged.connect(self._show_diameter)
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
-        events = napari_viewer.layers.events
-        for event in (events.inserted, events.removed, events.moved):
+        for event in layer_list_events(self.viewer):
             event.connect(self.refresh_layers)
         self.session.model_changed.connect(self._show_model)
         self.destroyed.connect(_make_cleanup(self))
@@ -323,8 +345,8 @@ class PredictWidget(QWidget):
         """Refill the image combo from the viewer's image layers, keeping the selection."""
         with unless_deleted():  # the widget may be closed meanwhile
             current = self.image_combo.currentText()
-            names = [lay.name for lay in self.viewer.layers if isinstance(lay, Image)]
-            names = [n for n in names if not n.endswith(" probability")] or names
+            images = [lay for lay in self.viewer.layers if isinstance(lay, Image)]
+            names = [lay.name for lay in _roles.without_previews(images) or images]
             self.image_combo.blockSignals(True)
             self.image_combo.clear()
             self.image_combo.addItems(names)
@@ -394,6 +416,7 @@ class PredictWidget(QWidget):
                     [data], shape_type="ellipse", name=name, edge_color="yellow",
                     face_color="transparent", edge_width=2, scale=geometry["scale"][-2:],
                     translate=geometry["translate"][-2:],
+                    metadata=_roles.role_metadata(_roles.OBJECT_SIZE),
                 )
         except (RuntimeError, ValueError) as exc:
             _notify.notify_warning(f"Cannot draw the object size: {exc}")
@@ -507,7 +530,7 @@ def _make_cleanup(widget: PredictWidget) -> Callable[..., None]:
     It holds the widget weakly so that it never keeps a closed viewer alive.
     """
     wref = weakref.ref(widget)
-    events = widget.viewer.layers.events
+    events = layer_list_events(widget.viewer)
     session = widget.session
 
     def cleanup(*_: Any) -> None:
@@ -516,8 +539,17 @@ def _make_cleanup(widget: PredictWidget) -> Callable[..., None]:
             return
         if w.worker is not None:
             w.worker.quit()
-        for event in (events.inserted, events.removed, events.moved):
+        for event in events:
             event.disconnect(w.refresh_layers)
         session.model_changed.disconnect(w._show_model)
 
     return cleanup
+
+
+def layer_list_events(viewer: napari.viewer.Viewer) -> tuple[Any, ...]:
+    """The layer list's events after which the layer pickers are refilled.
+
+    ``renamed``: a renamed layer must show its new name (and be found by it).
+    """
+    events = viewer.layers.events
+    return (events.inserted, events.removed, events.moved, events.renamed)

@@ -48,7 +48,7 @@ from napari_unet.core.training import (
 )
 from napari_unet.widgets._qt import unless_deleted
 
-from . import _notify
+from . import _notify, _roles
 from ._session import TrainingBusyError, get_session
 from ._training_run import (
     TrainingRun,
@@ -60,6 +60,7 @@ from ._training_run import (
     worker_threads,
 )
 from .loss_plot import TrainingDisplay
+from .predict import layer_list_events
 
 if TYPE_CHECKING:
     import napari
@@ -195,9 +196,8 @@ class TrainWidget(QWidget):
         self._build()
         self.refresh_layers()
         self._show_model()
-        events = napari_viewer.layers.events
         self._on_layers = _calls_weakly(self, "refresh_layers")
-        for event in (events.inserted, events.removed, events.moved):
+        for event in layer_list_events(napari_viewer):
             event.connect(self._on_layers)
         self.session.model_changed.connect(self._show_model)
         self.session.training_changed.connect(self._training_changed)
@@ -206,8 +206,21 @@ class TrainWidget(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        from napari_unet.core.device import available_devices
+        """Create the inputs, lay them out in data / model / training boxes and wire them."""
+        self._build_data_inputs()
+        self._build_model_inputs()
+        self._build_training_inputs()
+        self._build_actions()
+        layout = QVBoxLayout(self)
+        for widget in (self._data_box(), self._model_box(), self._training_box()):
+            layout.addWidget(widget)
+        layout.addLayout(self._action_row())
+        layout.addWidget(self.display)
+        layout.addStretch(1)
+        self._connect_inputs()
 
+    def _build_data_inputs(self) -> None:
+        """The layer pickers, the pair list, the labels convention and the notes line."""
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         self.add_pair_button = QPushButton("Add pair")
@@ -221,6 +234,8 @@ class TrainWidget(QWidget):
         self.notes.setWordWrap(True)
         self.notes.setObjectName("notes")
 
+    def _build_model_inputs(self) -> None:
+        """The model source (new, continue, checkpoint, starting model) and its architecture."""
         self.source_combo = QComboBox()
         self.source_combo.addItems(["new model", "continue current model", "load checkpoint…"])
         self.source_combo.addItems([f"starting model: {name}" for name in _pretrained_names()])
@@ -238,6 +253,10 @@ class TrainWidget(QWidget):
         self.padding.setCurrentText(DEFAULT_CONFIG["padding"])
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
+
+    def _build_training_inputs(self) -> None:
+        """Length, optimizer, patch, augmentation, border weights and device settings."""
+        from napari_unet.core.device import available_devices
 
         self.length = _spin(1, 10**6, 300, 50, tip="training length")
         self.minutes = _spin(0.1, 24 * 60, 2.0, 0.5, decimals=1)
@@ -260,6 +279,8 @@ class TrainWidget(QWidget):
         self.device_combo.addItems(devices)
         self.device_combo.setCurrentText("cuda" if "cuda" in devices else devices[0])
 
+    def _build_actions(self) -> None:
+        """Train, Cancel and Save, and the progress display (bar, status, loss plot)."""
         self.train_button = QPushButton("Train")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -269,6 +290,8 @@ class TrainWidget(QWidget):
         self.status = self.display.status
         self.loss_plot = self.display.loss_plot
 
+    def _data_box(self) -> QGroupBox:
+        """The "data" group: pickers, pairs, convention, diameter, notes."""
         data_box = QGroupBox("data")
         data = QFormLayout(data_box)
         data.addRow("image", self.image_combo)
@@ -281,7 +304,10 @@ class TrainWidget(QWidget):
         data.addRow(self.dense)
         data.addRow("object diameter", self.diameter)
         data.addRow(self.notes)
+        return data_box
 
+    def _model_box(self) -> QGroupBox:
+        """The "model" group: source, architecture and the current model."""
         model_box = QGroupBox("model")
         model = QFormLayout(model_box)
         model.addRow("source", self.source_combo)
@@ -289,7 +315,10 @@ class TrainWidget(QWidget):
         model.addRow("width", self.width)
         model.addRow("padding", self.padding)
         model.addRow("current", self.model_label)
+        return model_box
 
+    def _training_box(self) -> QGroupBox:
+        """The "training" group: length and the optimisation settings."""
         train_box = QGroupBox("training")
         form = QFormLayout(train_box)
         length = QHBoxLayout()
@@ -304,18 +333,18 @@ class TrainWidget(QWidget):
         form.addRow("w0", self.w0)
         form.addRow("sigma", self.sigma)
         form.addRow("device", self.device_combo)
+        return train_box
 
+    def _action_row(self) -> QHBoxLayout:
+        """Train, Cancel and Save side by side."""
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.save_button)
-        layout = QVBoxLayout(self)
-        for widget in (data_box, model_box, train_box):
-            layout.addWidget(widget)
-        layout.addLayout(buttons)
-        layout.addWidget(self.display)
-        layout.addStretch(1)
+        return buttons
 
+    def _connect_inputs(self) -> None:
+        """Wire the buttons and the fields that enable or preset others."""
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(self._remove_pair)
         self.source_combo.activated.connect(self._source_activated)
@@ -347,8 +376,8 @@ class TrainWidget(QWidget):
     def refresh_layers(self, *_: Any) -> None:
         """Refill the layer pickers from the viewer, keeping the current choices."""
         with unless_deleted():  # the widget may be closed meanwhile
-            images = [lay.name for lay in self.viewer.layers if isinstance(lay, Image)]
-            images = [n for n in images if not n.endswith(" probability")] or images
+            layers = [lay for lay in self.viewer.layers if isinstance(lay, Image)]
+            images = [lay.name for lay in _roles.without_previews(layers) or layers]
             labels = [lay.name for lay in self.viewer.layers if isinstance(lay, Labels)]
             for combo, names in ((self.image_combo, images), (self.labels_combo, labels)):
                 current = combo.currentText()
@@ -669,7 +698,7 @@ def _make_cleanup(widget: TrainWidget) -> Callable[..., None]:
     """Callback for ``destroyed``: stop training and disconnect, holding the widget weakly."""
     wref = weakref.ref(widget)
     box = widget._box
-    events = widget.viewer.layers.events
+    events = layer_list_events(widget.viewer)
     session = widget.session
     on_layers = widget._on_layers
 
@@ -679,7 +708,7 @@ def _make_cleanup(widget: TrainWidget) -> Callable[..., None]:
             run.viewer_closed()
         # a plain function: disconnecting a bound method of the deleted widget made napari
         # compare it with the other callbacks, which raised RuntimeError (deleted C++ object)
-        for event in (events.inserted, events.removed, events.moved):
+        for event in events:
             event.disconnect(on_layers)
         w = wref()
         if w is None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton
 
-from napari_unet.widgets import _layers, _notify
+from napari_unet.widgets import _layers, _notify, _roles
 from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ class WeightMapWidget(Container):
         is_new = name not in self._viewer.layers
         active = self._viewer.layers.selection.active
         out = _layers.add_or_update_image(
-            self._viewer, weights, name, like=layer, colormap=COLORMAP,
+            self._viewer, weights, name, like=layer, role=_roles.WEIGHTS, colormap=COLORMAP,
             contrast_limits=[0.0, top], blending=BLENDING, opacity=OPACITY,
         )
         if is_new:
