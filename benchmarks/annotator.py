@@ -41,7 +41,13 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 import kinds as K  # noqa: E402
 
-from napari_unet.core.annotate import apply_edit, click_edit  # noqa: E402
+from napari_unet.core.annotate import (  # noqa: E402
+    ClickEdit,
+    add_cell,
+    apply_edit,
+    background_ring,
+    click_edit,
+)
 from napari_unet.core.live import LiveSettings, LiveTrainer  # noqa: E402
 from napari_unet.core.metrics import iou_matrix  # noqa: E402
 from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
@@ -55,6 +61,10 @@ SHIPPED = {"fluo": "nuclei", "he": "he-nuclei", "phase": "phase-cells", "em": "e
 VARIANTS = {
     "weighted": {"recent_fraction": 0.5, "correction_weight": 3.0},
     "plain": {"recent_fraction": 0.0, "correction_weight": 1.0},
+    "replay": {"recent_fraction": 0.5, "correction_weight": 3.0, "replay_fraction": 0.5},
+    "balanced": {"recent_fraction": 0.5, "correction_weight": 3.0, "balanced_distill": True},
+    "balanced-replay": {"recent_fraction": 0.5, "correction_weight": 3.0,
+                        "balanced_distill": True, "replay_fraction": 0.5},
 }
 
 
@@ -128,15 +138,16 @@ class Session:
     """One corrected image, its live trainer and the current prediction."""
 
     def __init__(self, model: UNet, image: np.ndarray, gt: np.ndarray, kind: K.Kind,
-                 settings: LiveSettings) -> None:
-        self.gt, self.kind = gt, kind
+                 settings: LiveSettings, paint: bool = False) -> None:
+        self.gt, self.kind, self.paint = gt, kind, paint
         axis = -1 if kind.rgb else None
         self.grey = (image.astype(np.float32).mean(axis=-1) if kind.rgb
                      else image.astype(np.float32))
-        self.trainer = LiveTrainer(model, image, settings, channel_axis=axis)
         self.labels = np.zeros(gt.shape, np.int32)
         self.threshold = model_threshold(model)
         self.fg, self.pred = self._predict_start(model, image, axis)
+        self.trainer = LiveTrainer(model, image, settings, channel_axis=axis,
+                                   factor=self.factor)
 
     def _predict_start(self, model: UNet, image: np.ndarray, axis: int | None):
         from napari_unet.core.segment import segment
@@ -155,9 +166,12 @@ class Session:
     def click(self, action: str, obj: int) -> tuple[np.ndarray, float | None]:
         """Apply one click on object ``obj``; ``(object mask, add-click mask IoU)``."""
         mask = (self.pred == obj) if action == "remove" else (self.gt == obj)
-        edit = click_edit(self.labels, centre(mask), action, predicted=self.pred,
-                          probability=self.fg, image=self.grey,
-                          model_diameter=self.model_diameter)
+        if action == "add" and self.paint:
+            edit = self._painted(mask)
+        else:
+            edit = click_edit(self.labels, centre(mask), action, predicted=self.pred,
+                              probability=self.fg, image=self.grey,
+                              model_diameter=self.model_diameter)
         iou = None
         if edit is not None:
             self.labels = apply_edit(self.labels, edit)
@@ -170,6 +184,16 @@ class Session:
         elif action == "add":
             iou = 0.0
         return mask, iou
+
+    def _painted(self, mask: np.ndarray) -> ClickEdit:
+        """A user painting the missed cell exactly (napari's brush), with the same background
+        ring as the click tool, off the true cells: what learning does with a perfect mask."""
+        new, value, indices = add_cell(self.labels, mask, return_indices=True)
+        ring = background_ring(new, new == value, avoid=self.gt > 0)
+        indices = tuple(np.concatenate(pair) for pair in zip(indices, ring, strict=True))
+        values = np.concatenate([np.full(indices[0].size - ring[0].size, value, np.int32),
+                                 np.full(ring[0].size, 1, np.int32)])
+        return ClickEdit(indices, values, int(value))
 
     def fixed(self, action: str, mask: np.ndarray) -> bool:
         """Is the clicked object right now (removed: no object there; added: found)?"""
@@ -197,7 +221,7 @@ def run_variant(model0: UNet, target, others: list, kind: K.Kind, variant: str,
     model = copy.deepcopy(model0)
     settings = LiveSettings(learning_rate=args.lr, seed=args.seed, device="cpu",
                             **VARIANTS[variant])
-    session = Session(model, target[1], target[2], kind, settings)
+    session = Session(model, target[1], target[2], kind, settings, paint=args.paint)
     base_others = others_accuracy(model, others, kind)
     curve = [{"clicks": 0, "seconds": 0.0, "accuracy": K.accuracy(session.pred, target[2]),
               "others": base_others}]
@@ -323,6 +347,9 @@ def main() -> None:
                         help="start of the non-fluorescence kinds: a 10-cell model, or the "
                         "kind's shipped starting model")
     parser.add_argument("--cache", type=Path, help="folder that keeps the 10-cell models")
+    parser.add_argument("--paint", action="store_true",
+                        help="missed cells are painted exactly (the true mask) instead of "
+                        "clicked: what the learning does with a perfect mask")
     parser.add_argument("--masks-only", action="store_true",
                         help="only the add-click masks of every missed object (no training)")
     parser.add_argument("--json", type=Path)

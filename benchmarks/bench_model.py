@@ -11,6 +11,8 @@ Run: ``.venv/bin/python benchmarks/bench_model.py [--quick] [--threads 2]`` (abo
 3. Candidates for ``DEFAULT_CONFIG``: training step on a batch of 4 patches (output 96x96,
    the training default) and
    inference of one ~512x512 tile, with their context (field of view).
+4. The default network against its own convolutions, each run alone on the input it gets in
+   the network (``--own`` runs only this): how far the whole is from the speed of its parts.
 """
 
 from __future__ import annotations
@@ -154,12 +156,75 @@ def inference_variants(reps: int, rows: list) -> None:
                      flops / t / 1e9, ref))
 
 
+def layer_inputs(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[torch.nn.Module,
+                                                                        torch.Tensor]]:
+    """Every convolution of ``model`` with the input it gets in a forward pass of ``x``."""
+    seen: list = []
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    hooks = [m.register_forward_hook(lambda m, inp, out: seen.append((m, inp[0].detach())))
+             for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def layers_alone(model: torch.nn.Module, x: torch.Tensor, reps: int, train: bool) -> float:
+    """Sum of the best times of the network's convolutions, each run alone on its own input
+    (inference: forward; train: forward + backward), the network's speed of its parts."""
+    total = 0.0
+    for module, inp in layer_inputs(model, x):
+        layer = copy.deepcopy(module)
+        if train:
+            inp = inp.clone().requires_grad_(True)
+
+            def run(layer=layer, inp=inp) -> None:
+                layer(inp).sum().backward()
+        else:
+            def run(layer=layer, inp=inp) -> None:
+                with torch.inference_mode():
+                    layer(inp)
+        total += best_time(run, reps + 2)
+    return total
+
+
+def own_layers(reps: int) -> list[tuple[str, float, float]]:
+    """The default network against its own convolutions run alone (train step and one tile,
+    inference as ``core.tiling`` runs it: BatchNorm folded, channels-last)."""
+    from napari_unet.core.model import fold_batchnorm
+
+    model = UNet(**DEFAULT_CONFIG)
+    patch = model.valid_input_shape((PATCH_OUT, PATCH_OUT))
+    x = torch.randn(4, 1, *patch)
+    model.train()
+    step = make_step(model, x)
+    whole = best_time(step, reps + 2)
+    parts = layers_alone(model, x, reps, train=True)
+    rows = [("train step (4 patches)", whole, parts)]
+    net = fold_batchnorm(model.eval()).to(memory_format=torch.channels_last)
+    n = model._valid_len_at_most(512)
+    xi = torch.randn(1, 1, n, n).contiguous(memory_format=torch.channels_last)
+
+    def infer() -> None:
+        with torch.inference_mode():
+            net(xi)
+
+    rows.append((f"inference ({n}x{n} tile)", best_time(infer, reps + 2),
+                 layers_alone(net, xi, reps, train=False)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no paper net")
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 is far faster on a loaded box)"
     )
+    parser.add_argument("--own", action="store_true",
+                        help="only the default network against its own layers run alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -169,6 +234,12 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     reference_conv(3)
+    print("\nthe default network against its own convolutions run alone (goal: within 1.3x)")
+    for task, whole, parts in own_layers(reps):
+        print(f"  {task:28s} network {whole:7.3f} s  its convolutions alone {parts:7.3f} s  "
+              f"ratio {whole / parts:4.2f}")
+    if args.own:
+        return
     rows: list = []
     inference_variants(reps, rows)
     if not args.quick:

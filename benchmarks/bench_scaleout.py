@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scaleout.py                       # 16 x 512^2 files, 8192^2 zarr
     python benchmarks/bench_scaleout.py --large 2048 --n-files 8   # quicker
+    python benchmarks/bench_scaleout.py --folder-only --n-files 20 --size 1024 --model nuclei
 
 Prints images/s for the folder, and Mpx/s + peak memory for the zarr image, for a single process
 (no dask) and for a ``LocalCluster(n_workers=2, threads_per_worker=1)``. Peak memory: numpy
@@ -46,6 +47,30 @@ def _large_zarr(path: Path, size: int) -> None:
             arr[y : y + 1024, x : x + 1024] = tile[: min(1024, size - y), : min(1024, size - x)]
 
 
+def folder_only(model: UNet, args: argparse.Namespace) -> None:
+    """images/s of a folder, sequential then pipelined then sequential (same run)."""
+    import os
+
+    root = Path(tempfile.mkdtemp(prefix="bench_folder_"))
+    try:
+        for i in range(args.n_files):
+            img = make_cells((args.size,) * 2, max(30, args.size**2 // 4000), i)[0]
+            write_array(root / "in" / f"img{i:02d}.tif", img)
+        files = sorted((root / "in").iterdir())
+        print(f"{args.n_files} x {args.size}^2 files, model {args.model or 'untrained'}, "
+              f"torch threads 2, load average {os.getloadavg()[0]:.2f}")
+        for n, pipeline in enumerate((False, True, False, True)):
+            t = time.perf_counter()
+            scaleout.predict_files(model, files, root / f"out{n}", device="cpu",
+                                   pipeline=pipeline)
+            dt = time.perf_counter() - t
+            print(f"  {'pipelined ' if pipeline else 'sequential'}: "
+                  f"{args.n_files / dt:.3f} images/s ({dt:.1f} s), "
+                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-files", type=int, default=16)
@@ -55,10 +80,23 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=DEFAULT_CONFIG["depth"])
     parser.add_argument("--width", type=int, default=DEFAULT_CONFIG["base_channels"])
     parser.add_argument("--processes", action="store_true", help="cluster workers as processes")
+    parser.add_argument("--folder-only", action="store_true",
+                        help="only the folder, one file after the other vs pipelined (the "
+                        "labelling of a file beside the network on the next)")
+    parser.add_argument("--model", help="a shipped starting model's name instead of an "
+                        "untrained network (its object scale and threshold apply)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = UNet(**dict(DEFAULT_CONFIG, depth=args.depth, base_channels=args.width)).eval()
+    if args.model:
+        from napari_unet.models import load_pretrained
+
+        model = load_pretrained(args.model)
+    else:
+        model = UNet(**dict(DEFAULT_CONFIG, depth=args.depth, base_channels=args.width)).eval()
+    if args.folder_only:
+        folder_only(model, args)
+        return
     root = Path(tempfile.mkdtemp(prefix="bench_scaleout_"))
     try:
         ckpt = save_model(model, root / "model.pt")

@@ -11,8 +11,9 @@ Methods, on the same labels: ``unet`` (a new default network trained with
 ``napari_unet.core.training.train``: the labels' object size, the calibrated threshold, the
 engine's post-processing via ``core.segment.segment``), ``rf`` (a random forest on
 multiscale pixel features, ilastik's recipe, then the same ``label_instances`` with its best
-threshold on the validation set, which favours the forest), and ``start`` (the shipped
-starting model with its automatic object size, no training; fluorescence and H&E only).
+threshold on the validation set, which favours the forest), ``start`` (the kind's shipped
+starting model with its automatic object size, no training) and ``ft`` (that starting model
+fine-tuned on the same labels).
 
 Budget: a number of training steps (``--steps``, default 1200 = 2 minutes of a quiet 2-core
 CPU at the default network's 0.10 s per step), so that a loaded machine does not change the
@@ -59,7 +60,7 @@ class Kind:
     folder: str  # relative to the data root, holds {train,val}/{images,<labels>}
     labels: str
     rgb: bool = False
-    starting_model: bool = False
+    start: str | None = None  # the kind's shipped starting model (``models.starting_models``)
     # (the sparse protocol's image, the dense protocol's images): None = the first ones
     chosen: tuple[str, tuple[str, ...]] | None = None
 
@@ -67,12 +68,12 @@ class Kind:
 KINDS = {
     # DSB2018 mixes image types: the protocols' curated images (protocols.TRAINING_IMAGES), as a
     # user would paint an image of the kind they segment, not a random one
-    "fluo": Kind("fluo", "dsb2018/{split}/fluo", "labels", starting_model=True,
+    "fluo": Kind("fluo", "dsb2018/{split}/fluo", "labels", start="nuclei",
                  chosen=P.TRAINING_IMAGES["fluo"]),
-    "he": Kind("he", "dsb2018/{split}/color", "labels", rgb=True, starting_model=True,
+    "he": Kind("he", "dsb2018/{split}/color", "labels", rgb=True, start="he-nuclei",
                chosen=P.TRAINING_IMAGES["color"]),
-    "phase": Kind("phase", "phase-usiigaci/{split}", "labels"),
-    "em": Kind("em", "em-vnc/{split}", "cells"),
+    "phase": Kind("phase", "phase-usiigaci/{split}", "labels", start="phase-cells"),
+    "em": Kind("em", "em-vnc/{split}", "cells", start="em-cells"),
 }
 
 
@@ -183,10 +184,10 @@ def run_kind(kind: Kind, args: argparse.Namespace, log) -> dict:
     train = load(kind, "train", args.data, None if kind.chosen else args.max_train)
     val = load(kind, "val", args.data, args.max_val)
     out: dict = {"n_val": len(val)}
-    if kind.starting_model and not args.no_start:
+    if kind.start and not args.no_start:
         t0 = time.perf_counter()
-        out["start"] = score_unet(load_pretrained(), val, kind, diameter="auto")
-        log(kind.name, "start", out["start"], time.perf_counter() - t0)
+        out["start"] = score_unet(load_pretrained(kind.start), val, kind, diameter="auto")
+        log(kind.name, "start", kind.start, out["start"], time.perf_counter() - t0)
     for protocol in args.protocols:
         images, labels, dense = annotation(protocol, train, args.seed, kind)
         out[protocol] = {}
@@ -195,6 +196,9 @@ def run_kind(kind: Kind, args: argparse.Namespace, log) -> dict:
             out[protocol][method] = train_and_score(n_classes, images, labels, dense, val,
                                                     kind, args)
             log(kind.name, protocol, method, out[protocol][method])
+        if kind.start and not args.no_ft:
+            out[protocol]["ft"] = finetune_and_score(kind, images, labels, dense, val, args)
+            log(kind.name, protocol, "ft", out[protocol]["ft"])
         if not args.no_forest:
             out[protocol]["rf"] = score_forest(images, labels, dense, val, kind)
             log(kind.name, protocol, "rf", out[protocol]["rf"])
@@ -215,6 +219,18 @@ def train_and_score(n_classes, images, labels, dense, val, kind: Kind, args) -> 
     return result
 
 
+def finetune_and_score(kind: Kind, images, labels, dense, val, args) -> dict:
+    """The kind's starting model fine-tuned on the same labels (the engine's fine-tuning
+    policy: its learning rate, distillation or anchor), then scored."""
+    model = load_pretrained(kind.start)
+    t0 = time.perf_counter()
+    train_to_completion(model, images, labels, steps=args.steps, dense=dense, seed=args.seed,
+                        channel_axis=-1 if kind.rgb else None, device="cpu")
+    result = score_unet(model, val, kind)
+    result.update(train_seconds=time.perf_counter() - t0, steps=args.steps, start=kind.start)
+    return result
+
+
 def main() -> None:
     """Parse arguments, run every kind, print and write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,7 +240,10 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="*", default=[2, 3],
                         help="network outputs: 2 (background, cell), 3 (+ cell border)")
     parser.add_argument("--no-forest", action="store_true")
-    parser.add_argument("--no-start", action="store_true")
+    parser.add_argument("--no-start", action="store_true",
+                        help="no scores of the shipped starting model without training")
+    parser.add_argument("--no-ft", action="store_true",
+                        help="no fine-tuning of the shipped starting model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-val", type=int, default=20)
     parser.add_argument("--max-train", type=int, default=12)

@@ -374,6 +374,13 @@ def _connect(address: str | None) -> Any:
         raise CliError(EXIT_FILE, f"cannot connect to scheduler {address}: {error}") from None
 
 
+# the predict options passed to scaleout.predict_files under their own names
+_PREDICT_OPTIONS = (
+    "threshold", "min_size", "diameter", "conversion", "tile_size", "batch_size", "device",
+    "channel_axis", "probabilities", "overwrite", "chunk",
+)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .core.scaleout import predict_files
 
@@ -391,20 +398,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             paths,
             args.out,
             fmt=args.format,
-            threshold=args.threshold,
-            min_size=args.min_size,
-            diameter=args.diameter,
-            conversion=args.conversion,
-            tile_size=args.tile_size,
-            batch_size=args.batch_size,
-            device=args.device,
-            channel_axis=args.channel_axis,
-            probabilities=args.probabilities,
-            overwrite=args.overwrite,
-            chunk=args.chunk,
             memory_budget_mb=args.memory_budget,
             client=client,
             progress=_progress(bar),
+            **{name: getattr(args, name) for name in _PREDICT_OPTIONS},
         )
     except ValueError as error:
         message = str(error)

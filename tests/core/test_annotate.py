@@ -14,7 +14,9 @@ from napari_unet.core.annotate import (
     add_cell,
     background_ring,
     grow_cell,
+    labels_from_prediction,
     remove_object,
+    stack_indices,
 )
 from napari_unet.core.labels import BACKGROUND_LABEL
 
@@ -327,3 +329,23 @@ def test_remove_takes_the_whole_object_under_the_click():
     new = remove_object(labels, (4, 4), predicted)
     assert np.all(new[:8, :8][1:, :] == BACKGROUND_LABEL)
     assert new[0, 0] == 2 and np.all(new[8:, :] == 0)
+
+
+def test_labels_from_prediction_keeps_cells_and_fills_background():
+    predicted = np.array([[0, 1, 1], [0, 0, 2]], dtype=np.uint8)
+    sparse = labels_from_prediction(predicted)
+    assert sparse.dtype == np.int32
+    np.testing.assert_array_equal(sparse, [[1, 2, 2], [1, 1, 3]])
+    dense = labels_from_prediction(predicted, dense=True)
+    assert dense.dtype == np.int32
+    np.testing.assert_array_equal(dense, predicted)
+
+
+def test_stack_indices_address_the_plane_of_a_stack():
+    stack = np.zeros((2, 3, 4, 5), np.int32)
+    plane = (np.array([0, 2]), np.array([1, 4]))
+    full = stack_indices(plane, (1, 2))
+    assert len(full) == 4 and all(i.dtype == np.intp for i in full[:2])
+    stack[full] = 7
+    assert stack[1, 2, 0, 1] == 7 and stack[1, 2, 2, 4] == 7 and stack.sum() == 14
+    assert stack_indices(plane, ()) == plane

@@ -7,6 +7,7 @@ from scipy import ndimage as ndi
 from napari_unet.core.augment import (
     elastic_deform,
     field_from_control,
+    max_displacement,
     random_augment,
     random_displacement_field,
 )
@@ -213,3 +214,11 @@ def test_random_augment_validates():
         random_augment(np.zeros((1, 8, 8)), np.zeros((8, 7)), np.random.default_rng(0))
     with pytest.raises(ValueError):
         random_augment(np.zeros((1, 8, 8)), np.zeros((8, 8)), np.random.default_rng(0), elastic=1.5)
+
+
+def test_max_displacement_is_the_longest_vector():
+    field = np.zeros((2, 4, 5), np.float32)
+    field[:, 1, 2] = (3.0, 4.0)
+    field[:, 3, 0] = (-1.0, 1.0)
+    assert max_displacement(field) == pytest.approx(5.0)
+    assert max_displacement(np.zeros((2, 0, 0))) == 0.0

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
-from napari_unet.core.instances import label_instances
+from napari_unet.core.instances import label_instances, remove_small
 
 YY, XX = np.mgrid[:100, :120]
 
@@ -131,3 +131,14 @@ def test_recovers_touching_synthetic_cells():
     merged = matching(label_instances(prob, split_touching=False), gt)
     assert split["accuracy"] >= 0.9
     assert split["accuracy"] >= merged["accuracy"]
+
+
+def test_remove_small_drops_pieces_by_size_and_connectivity():
+    mask = np.zeros((8, 8), bool)
+    mask[1, 1] = mask[2, 2] = True  # touching only diagonally
+    mask[4:7, 4:7] = True
+    assert remove_small(mask, 2).sum() == 11  # 8-connected: the diagonal pair is one piece
+    kept = remove_small(mask, 2, diagonal=False)
+    assert kept.sum() == 9 and not kept[1, 1]
+    assert remove_small(mask, 1) is mask
+    assert not remove_small(mask, 10).any()

@@ -11,6 +11,8 @@ from hypothesis.extra.numpy import arrays
 from napari_unet.core.labels import (
     BACKGROUND_LABEL,
     UNLABELED,
+    has_labels,
+    next_cell_id,
     split_labels,
     summarize,
     validate_pair,
@@ -206,3 +208,16 @@ def test_read_default_label_makes_one_cell_per_blob_with_a_background_ring():
     stack = np.stack([painted, painted])
     out3, _ = read_default_label(stack)
     assert len(np.unique(out3[out3 >= 2])) == 4
+
+
+def test_next_cell_id_is_the_first_unused_id_from_2():
+    assert next_cell_id(np.zeros((3, 3), int)) == 2
+    assert next_cell_id(np.ones((3, 3), int)) == 2
+    assert next_cell_id(np.array([[0, 1, 7]])) == 8
+    assert next_cell_id(np.zeros((0, 3), int)) == 2
+
+
+def test_has_labels_is_true_for_any_id_above_0():
+    assert not has_labels(np.zeros((4, 4), np.uint16))
+    assert not has_labels(np.zeros((0, 4), np.uint16))
+    assert has_labels(np.eye(3, dtype=np.int32))

@@ -125,3 +125,32 @@ def test_learns_a_removed_object_and_keeps_the_others():
     fg, _, _ = trainer.predict()
     assert fg[square].mean() < 0.5
     assert fg[cells].mean() > 0.9
+
+
+def test_replay_patches_fall_anywhere_and_carry_no_labels():
+    """With ``replay_fraction=1`` patches are drawn over the whole image, labeled or not."""
+    image, truth = make_cells((160, 160), n_cells=8, seed=2)
+    labels = np.zeros(truth.shape, np.int32)
+    labels[:6, :6] = 1  # one small labeled corner
+    model = load_pretrained()  # a trained model: unlabeled pixels are distilled
+    trainer = LiveTrainer(model, image, LiveSettings(replay_fraction=1.0, device="cpu"))
+    trainer.update(labels)
+    trainer.step()
+    empty = sum(not trainer._sampler.sample()[2].any() for _ in range(12))
+    assert empty >= 6  # most replayed patches miss the corner: distillation only
+
+
+def test_given_factor_sets_the_scale_of_training_and_prediction():
+    image, truth = make_cells((96, 96), n_cells=6, seed=5)
+    model = load_pretrained()
+    trainer = LiveTrainer(model, image, LiveSettings(device="cpu"), factor=0.5)
+    trainer.update(_sparse(truth))
+    trainer.step()
+    assert trainer.factor == 0.5 and trainer._scaled_image.shape[-2:] == (48, 48)
+    fg, _, _ = trainer.predict()
+    assert fg.shape == image.shape
+    closed = trainer.close()
+    assert closed.metadata["scale"]["data_diameter"] == pytest.approx(
+        closed.metadata["scale"]["object_diameter"] / 0.5)
+    with pytest.raises(ValueError, match="factor"):
+        LiveTrainer(load_pretrained(), image, factor=-1.0)

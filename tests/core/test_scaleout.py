@@ -209,3 +209,32 @@ def test_local_cluster_equals_local(tmp_path, model, processes):
         assert a.name == b.name
         np.testing.assert_array_equal(np.asarray(read_image(a)), np.asarray(read_image(b)))
     assert int(np.asarray(read_image(local[0])).max()) > 3
+
+
+def test_pipelined_folder_equals_sequential_and_raises_a_labelling_error(tmp_path, model,
+                                                                         monkeypatch):
+    folder = tmp_path / "in"
+    for i in range(3):
+        write_array(folder / f"im{i}.tif", make_cells((96, 96), 6, seed=20 + i)[0])
+    inputs = sorted(folder.iterdir())
+    kw = dict(tile_size=128, threshold=0.5, min_size=5, device="cpu")
+    ticks: list = []
+    piped = scaleout.predict_files(model, inputs, tmp_path / "piped",
+                                   progress=lambda d, n: ticks.append((d, n)), **kw)
+    plain = scaleout.predict_files(model, inputs, tmp_path / "plain", pipeline=False, **kw)
+    for a, b in zip(piped, plain, strict=True):
+        np.testing.assert_array_equal(read_image(a), read_image(b))
+    assert ticks == [(1, 3), (2, 3), (3, 3)]
+
+    calls = {"n": 0}
+    real = scaleout.write_file_labels
+
+    def fails_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("labelling failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scaleout, "write_file_labels", fails_on_second)
+    with pytest.raises(ValueError, match="labelling failed"):
+        scaleout.predict_files(model, inputs, tmp_path / "failed", **kw)

@@ -458,3 +458,25 @@ def test_removed_objects_alone_are_enough_when_the_rest_is_kept(dense_run, cells
     with pytest.raises(ValueError, match="no background"):
         check_label_classes(True, False, dense=True, one_class_ok=False)
     check_label_classes(True, False, dense=False, one_class_ok=True)
+
+
+def test_balanced_distillation_weighs_each_teacher_class_equally():
+    """KL 1 on the 4 teacher-cell pixels and 0 on 60 background ones: the plain mean is 1/16,
+    the balanced one 1/2; without unlabeled pixels both are 0."""
+    from napari_unet.core.training import distillation_loss
+
+    teacher = torch.zeros(1, 2, 8, 8)
+    teacher[:, 0] = 1.0
+    teacher[0, :, :2, :2] = torch.tensor([0.0, 1.0])[:, None, None]  # 4 cell pixels
+    student = torch.log(teacher.clamp_min(1e-6))
+    cells = teacher[:, 1] > 0.5
+    e = 1.0 / np.e  # KL(onehot || student) = 1 where the student gives the true class 1/e
+    student[:, 1][cells] = np.log(e)
+    student[:, 0][cells] = np.log(1 - e)
+    unlabeled = torch.ones(1, 8, 8, dtype=torch.bool)
+    plain = distillation_loss(student, teacher, unlabeled)
+    balanced = distillation_loss(student, teacher, unlabeled, balanced=True)
+    assert float(plain) == pytest.approx(4 / 64, rel=1e-3)
+    assert float(balanced) == pytest.approx(0.5, rel=1e-3)
+    none = torch.zeros(1, 8, 8, dtype=torch.bool)
+    assert float(distillation_loss(student, teacher, none, balanced=True)) == 0.0

@@ -10,6 +10,8 @@ from napari_unet.core.weights import (
     CUTOFF_EPS,
     class_balance_weights,
     default_cutoff,
+    describe_weights,
+    labels_weight_map,
     weight_map,
 )
 
@@ -174,3 +176,41 @@ def test_huge_ids_give_the_same_map():
     labels[8:12, 3:7] = 2
     big = np.where(labels > 0, labels * 10**12, 0)
     np.testing.assert_array_equal(weight_map(big), weight_map(labels))
+
+
+def _painted():
+    """Sparse labels: two touching cells (ids 2, 3), painted background (1), unlabeled (0)."""
+    labels = np.zeros((24, 32), np.int32)
+    labels[4:20, 2:30] = 1
+    labels[6:18, 4:15] = 2
+    labels[6:18, 16:28] = 3
+    return labels
+
+
+def test_labels_weight_map_follows_the_convention_and_stacks_per_slice():
+    sparse = _painted()
+    out = labels_weight_map(sparse, 8.0, 4.0, dense=False)
+    instances = np.where(sparse >= 2, sparse - 1, 0)
+    np.testing.assert_allclose(out, weight_map(instances, 8.0, 4.0, labeled_mask=sparse > 0))
+    stack = labels_weight_map(np.stack([sparse, np.zeros_like(sparse), sparse[::-1]]), 8.0, 4.0,
+                              dense=False)
+    np.testing.assert_allclose(stack[0], out)
+    assert np.all(stack[1] == 0)
+    np.testing.assert_allclose(stack[2], out[::-1])
+    with pytest.raises(ValueError, match="at least 2D"):
+        labels_weight_map(np.zeros(5, np.int32), 8.0, 4.0, dense=True)
+
+
+def test_describe_weights_names_cells_background_gaps_and_unlabeled():
+    sparse = _painted()
+    text = describe_weights(labels_weight_map(sparse, 10.0, 5.0, False), sparse, False)
+    assert "cells ×" in text and "gaps between touching cells up to" in text
+    assert "unlabeled ×0" in text
+    dense = np.where(sparse >= 2, sparse - 1, 0)  # the same two cells, 0 = background
+    text = describe_weights(labels_weight_map(dense, 10.0, 5.0, True), dense, True)
+    assert "gaps between touching cells up to" in text and "unlabeled" not in text
+    alone = np.where(sparse == 3, 1, sparse)  # sparse: one cell in painted background
+    text = describe_weights(labels_weight_map(alone, 10.0, 5.0, False), alone, False)
+    assert "no two labeled cells close enough" in text
+    empty = np.zeros((8, 8), np.int32)
+    assert "Nothing painted" in describe_weights(np.zeros((8, 8)), empty, False)

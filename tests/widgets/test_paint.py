@@ -17,7 +17,6 @@ from napari_unet.widgets.paint import (
     BACKGROUND_KEY,
     NEW_CELL_KEY,
     PaintWidget,
-    next_cell_id,
 )
 from napari_unet.widgets.train import TrainWidget
 
@@ -36,12 +35,6 @@ def _viewer(make_napari_viewer):
     image, _ = make_cells((96, 96), n_cells=10, seed=0)
     viewer.add_image(image, name="img")
     return viewer
-
-
-def test_next_cell_id_is_the_first_unused_id_from_2():
-    assert next_cell_id(np.zeros((3, 3), int)) == 2
-    assert next_cell_id(np.ones((3, 3), int)) == 2
-    assert next_cell_id(np.array([[0, 1, 7]])) == 8
 
 
 def test_buttons_keys_convention_and_background_colour(make_napari_viewer, notes):

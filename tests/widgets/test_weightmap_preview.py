@@ -13,8 +13,6 @@ from napari_unet.widgets.weightmap_preview import (
     LEGEND,
     WeightMapWidget,
     colorbar_pixmap,
-    compute_weights,
-    describe_weights,
 )
 
 
@@ -134,21 +132,5 @@ def test_closed_widget_stops_following(make_napari_viewer, qtbot, sparse):
     assert widget.n_updates == 1
 
 
-def test_describe_weights_in_words(qtbot, cells, sparse):
-    dense = cells[1]
-    text = describe_weights(compute_weights(dense, 10.0, 5.0, True), dense, True)
-    assert "gaps between touching cells up to" in text and "unlabeled" not in text
-    one_cell = np.where(sparse == sparse.max(), sparse, np.where(sparse == 1, 1, 0))
-    text = describe_weights(compute_weights(one_cell, 10.0, 5.0, False), one_cell, False)
-    assert "no two labeled cells" in text and "unlabeled ×0" in text
-    empty = np.zeros((8, 8), np.int32)
-    assert "Nothing painted" in describe_weights(np.zeros((8, 8)), empty, False)
+def test_colorbar_is_a_horizontal_gradient(qtbot):
     assert colorbar_pixmap().width() > colorbar_pixmap().height() > 0
-
-
-def test_compute_weights_stack_is_per_slice(sparse):
-    stack = np.stack([sparse, np.zeros_like(sparse), sparse[::-1]])
-    out = compute_weights(stack, 8.0, 4.0, dense=False)
-    np.testing.assert_allclose(out[0], _expected(sparse, 8.0, 4.0, False))
-    assert np.all(out[1] == 0)
-    np.testing.assert_allclose(out[2], _expected(sparse[::-1], 8.0, 4.0, False))

@@ -19,12 +19,12 @@ from skimage.filters import sobel, threshold_otsu
 from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
-from .instances import DEFAULT_THRESHOLD
+from .instances import DEFAULT_THRESHOLD, remove_small
 from .labels import BACKGROUND_LABEL, UNLABELED
 
 __all__ = ["BACKGROUND_RING_PX", "DEFAULT_DIAMETER", "ClickEdit", "accept_object", "add_cell",
            "apply_edit", "background_ring", "click_edit", "expected_diameter", "grow_cell",
-           "grow_click", "remove_object"]
+           "grow_click", "labels_from_prediction", "remove_object", "stack_indices"]
 
 Indices = tuple[np.ndarray, ...]
 
@@ -34,8 +34,8 @@ BACKGROUND_RING_PX = 3
 DEFAULT_DIAMETER = 20.0
 #: the predicted cells' median size is trusted within this factor of the model's object size
 SCALE_TRUST = 2.0
-#: a grown cell stays within this many expected diameters of the click (0.75 cut off-centre
-#: clicks on DSB2018 nuclei: mean IoU 0.733 against 0.762)
+#: a grown cell stays within this many expected diameters of the click (less cuts off-centre
+#: clicks short)
 DISC_DIAMETERS = 1.0
 #: a click where the probability exceeds this is on a cell the network found
 CLICK_PROBABILITY = 0.5
@@ -224,14 +224,14 @@ def _probability_cell(
     Seeds are the maxima of the distance transform of the confident cores (above the
     instances' threshold 0.8), where touching cells are apart although the region above 0.5
     joins them; the flooding follows distance x probability, so the cut runs along the
-    probability's dip.  The boundary is then taken at ``EDGE_PROBABILITY`` (0.65): at 0.5 the
-    grown nuclei of DSB2018 were a rim too large, at 0.8 too small.
+    probability's dip.  The boundary is then taken at ``EDGE_PROBABILITY``, between the
+    region's 0.5 (a rim too large) and the cores' 0.8 (too small).
     """
     fg = (prob > threshold) & allowed
     fg[point] = True
     comp = _component(fg, point)
-    cores = _remove_small(comp & (prob > max(CORE_PROBABILITY, threshold)),
-                          0.05 * np.pi * diameter**2 / 4)
+    cores = remove_small(comp & (prob > max(CORE_PROBABILITY, threshold)),
+                         0.05 * np.pi * diameter**2 / 4, diagonal=False)
     markers = _maxima(cores if cores.any() else comp, diameter)
     dist = ndi.gaussian_filter(ndi.distance_transform_edt(comp), 1.0)
     landscape = -(dist * ndi.gaussian_filter(prob, 1.0))
@@ -354,17 +354,6 @@ def _split_merged(piece: np.ndarray, point: tuple[int, ...], diameter: float) ->
     return piece
 
 
-def _remove_small(mask: np.ndarray, min_area: float) -> np.ndarray:
-    """``mask`` without its connected pieces smaller than ``min_area`` px."""
-    comp, n = ndi.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(comp.ravel())
-    keep = sizes >= min_area
-    keep[0] = False
-    return keep[comp]
-
-
 def add_cell(
     labels: np.ndarray,
     mask: np.ndarray,
@@ -403,11 +392,9 @@ def background_ring(
     """Unlabeled pixels within ``width`` px around ``cell``: where to paint background (sparse).
 
     A cell added alone teaches the network only "cell here"; with no background next to it,
-    neither its border nor what is not a cell.  Retrained on 3 added dim nuclei of one DSB2018
-    image, the starting model called more debris cells on 10 other images (accuracy 0.805 ->
-    0.698); with a 3 px ring 0.805 -> 0.793 (benchmarks/corrections.py, ``--ring 0`` / 3).  Only
-    unlabeled pixels outside ``avoid`` (e.g. predicted objects, which may be touching cells)
-    are returned, so nothing painted is overwritten.
+    neither its border nor what is not a cell (benchmarks/README.md, "Click-to-correct",
+    finding 2).  Only unlabeled pixels outside ``avoid`` (e.g. predicted objects, which may be
+    touching cells) are returned, so nothing painted is overwritten.
     """
     lab = np.asarray(labels)
     m = np.asarray(cell, dtype=bool)
@@ -557,3 +544,17 @@ def apply_edit(labels: np.ndarray, edit: ClickEdit | None) -> np.ndarray:
     if edit is not None:
         out[edit.indices] = edit.values
     return out
+
+
+def stack_indices(indices: Indices, lead: Sequence[int]) -> Indices:
+    """``indices`` of one plane, the plane ``lead`` of a stack, as indices into the stack."""
+    n = indices[0].shape
+    return tuple(np.full(n, int(i), dtype=np.intp) for i in lead) + tuple(indices)
+
+
+def labels_from_prediction(predicted: np.ndarray, dense: bool = False) -> np.ndarray:
+    """An annotation (int32) made from predicted instances: their cells, the rest background."""
+    pred = np.asarray(predicted)
+    if dense:
+        return pred.astype(np.int32)
+    return np.where(pred > 0, pred.astype(np.int32) + 1, BACKGROUND_LABEL).astype(np.int32)

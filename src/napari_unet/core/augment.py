@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 __all__ = [
     "elastic_deform",
     "field_from_control",
+    "max_displacement",
     "random_augment",
     "random_displacement_field",
 ]
@@ -77,6 +78,12 @@ def random_displacement_field(
     return field_from_control(shape, control)
 
 
+def max_displacement(field: np.ndarray) -> float:
+    """The largest displacement (px) of a field ``(2, Y, X)``; 0 for an empty one."""
+    field = np.asarray(field, dtype=np.float32)
+    return float(np.sqrt((field**2).sum(axis=0)).max()) if field.size else 0.0
+
+
 def field_from_control(shape: tuple[int, int], control: np.ndarray) -> np.ndarray:
     """Interpolate control displacements ``(2, gy, gx)`` to a dense field ``(2, Y, X)`` float32."""
     control = np.asarray(control, dtype=np.float64)
@@ -84,8 +91,8 @@ def field_from_control(shape: tuple[int, int], control: np.ndarray) -> np.ndarra
         raise ValueError(f"control must have shape (2, gy, gx), got {control.shape}")
     my = _spline_matrix(shape[0], control.shape[1])
     mx = _spline_matrix(shape[1], control.shape[2])
-    # tensor product My @ G @ Mx.T with plain einsum loops: BLAS threads spin far longer than
-    # these skinny products take (measured: 5x the CPU time)
+    # tensor product My @ G @ Mx.T with plain einsum loops, not BLAS, whose threads spin far
+    # longer than these skinny products take (benchmarks/README.md, "Elastic deformation")
     rows = np.einsum("yi,dij->dyj", my, control).astype(np.float32)  # (2, Y, gx)
     return np.einsum("dyj,xj->dyx", rows, mx.astype(np.float32))
 

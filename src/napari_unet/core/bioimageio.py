@@ -301,27 +301,28 @@ def _channel_names(n: int, kind: str) -> list[str]:
     return [f"{'class' if kind == 'output' else 'channel'}{i}" for i in range(n)]
 
 
+def _tensor_descr(kind: str, tensor_id: str, description: str, n_channels: int,
+                  space: list[dict[str, Any]], data: dict[str, Any]) -> dict[str, Any]:
+    """The description of the ``kind`` ("input" or "output") tensor, its test files named."""
+    channels = {"type": "channel", "channel_names": _channel_names(n_channels, kind)}
+    return {
+        "id": tensor_id,
+        "description": description,
+        "axes": [{"type": "batch"}, channels, *space],
+        "data": data,
+        "test_tensor": {"source": _FILES[kind]},
+        "sample_tensor": {"source": _FILES[f"sample_{kind}"]},
+    }
+
+
 def _input_descr(model: UNet, low: float, high: float) -> dict[str, Any]:
     smallest, step = _size_range(model)
     space = [{"type": "space", "id": a, "size": {"min": smallest, "step": step}} for a in "yx"]
-    return {
-        "id": INPUT_ID,
-        "description": "raw image; objects at the size given in the README",
-        "axes": [
-            {"type": "batch"},
-            {"type": "channel", "channel_names": _channel_names(model.in_channels, "input")},
-            *space,
-        ],
-        "data": {"type": "float32"},
-        "test_tensor": {"source": _FILES["input"]},
-        "sample_tensor": {"source": _FILES["sample_input"]},
-        "preprocessing": [
-            {
-                "id": "scale_range",
-                "kwargs": {"axes": ["y", "x"], "min_percentile": low, "max_percentile": high},
-            }
-        ],
-    }
+    descr = _tensor_descr("input", INPUT_ID, "raw image; objects at the size given in the README",
+                          model.in_channels, space, {"type": "float32"})
+    scale = {"axes": ["y", "x"], "min_percentile": low, "max_percentile": high}
+    descr["preprocessing"] = [{"id": "scale_range", "kwargs": scale}]
+    return descr
 
 
 def _output_descr(model: UNet) -> dict[str, Any]:
@@ -331,19 +332,10 @@ def _output_descr(model: UNet) -> dict[str, Any]:
             return {"type": "space", "id": a, "size": {**ref, "offset": -2 * model.context}}
         return {"type": "space", "id": a, "size": ref, "halo": model.context}
 
-    return {
-        "id": OUTPUT_ID,
-        "description": "softmax class probabilities; 1 - background is the cell probability",
-        "axes": [
-            {"type": "batch"},
-            {"type": "channel", "channel_names": _channel_names(model.n_classes, "output")},
-            axis("y"),
-            axis("x"),
-        ],
-        "data": {"type": "float32", "range": [0.0, 1.0]},
-        "test_tensor": {"source": _FILES["output"]},
-        "sample_tensor": {"source": _FILES["sample_output"]},
-    }
+    return _tensor_descr(
+        "output", OUTPUT_ID,
+        "softmax class probabilities; 1 - background is the cell probability",
+        model.n_classes, [axis("y"), axis("x")], {"type": "float32", "range": [0.0, 1.0]})
 
 
 def _weights_descr(model: UNet, sha: dict[str, str]) -> dict[str, Any]:

@@ -27,20 +27,17 @@ __all__ = [
     "label_instances",
     "label_planes",
     "label_with_interior",
+    "remove_small",
 ]
 
 _H_MIN = 1.0  # smallest peak dynamic (pixels of inscribed radius) that makes a separate cell
 _H_REL = 0.2  # ... relative to the component's largest inscribed radius
 _SMOOTH = 1.0  # Gaussian smoothing of the distance transform (pixels)
 
-# The threshold the widgets, the CLI and the demo start from. Class-balanced weights make the
-# network lean towards "cell" (on DSB2018 val/fluo a few-cells model gave cell probability 0.41
-# on average where 14% of pixels are nuclei), and 0.8 scored better than 0.5 for every method
-# there (e.g. few-10 U-Net accuracy@0.5 0.494 -> 0.670; starting model 0.732 -> 0.757).
+# Where the widgets, the CLI and the demo start: class-balanced training leans towards "cell",
+# so 0.8 beats 0.5 (benchmarks/README.md finding 7).
 DEFAULT_THRESHOLD = 0.8
-# Smallest object kept (pixels). On 30 DSB2018 train/fluo images (the starting model's maps,
-# threshold 0.8) 30 px scored accuracy@0.5 0.809 against 0.801 for 15 px: specks of a few dozen
-# pixels are almost always noise, and the smallest DSB2018 nuclei cover ~100 px.
+# Smallest object kept (px): smaller specks are mostly noise (benchmarks/README.md finding 7).
 DEFAULT_MIN_SIZE = 30
 
 
@@ -48,10 +45,11 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
 
 
-def _remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
+def remove_small(mask: np.ndarray, min_size: float, *, diagonal: bool = True) -> np.ndarray:
+    """``mask`` without its pieces under ``min_size`` px (``diagonal``: 8-, else 4-connected)."""
     if min_size <= 1:
         return mask
-    comp, n = _components(mask)
+    comp, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool) if diagonal else None)
     if n == 0:
         return mask
     sizes = np.bincount(comp.ravel())
@@ -101,7 +99,7 @@ def _label_slice(
     mask = prob > threshold
     if fill_holes:
         mask = ndi.binary_fill_holes(mask)
-    mask = _remove_small(mask, min_size)
+    mask = remove_small(mask, min_size)
     comp, n = _components(mask)
     if n == 0:
         return np.zeros(mask.shape, dtype=np.int32)
@@ -234,11 +232,11 @@ def label_with_interior(
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
     mask = foreground > threshold
-    mask = _remove_small(ndi.binary_fill_holes(mask), int(min_size))
+    mask = remove_small(ndi.binary_fill_holes(mask), int(min_size))
     comp, n = _components(mask)
     if n == 0:
         return np.zeros(mask.shape, dtype=np.int32)
-    seeds = _remove_small((interior > 0.5) & mask, max(1, int(min_size) // 4))
+    seeds = remove_small((interior > 0.5) & mask, max(1, int(min_size) // 4))
     markers, _ = _components(seeds)
     labels = watershed(-interior, markers, mask=mask)
     missing = mask & (labels == 0)

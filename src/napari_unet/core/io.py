@@ -27,39 +27,65 @@ def read_image(path: str | os.PathLike) -> Any:
     zarr stores are returned lazily (a ``zarr.Array``) so large images are never loaded whole.
     Raises FileNotFoundError for a missing path and ValueError for an unreadable file.
     """
+    return _by_format(path, _READERS)
+
+
+# the reading errors of the file formats, raised as ValueError("cannot read image ...")
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, IndexError)
+_SUFFIX_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "pixels", ".jpg": "pixels",
+                   ".jpeg": "pixels", ".npy": "npy", ".npz": "npz", ".zarr": "zarr"}
+
+
+def _file_format(path: Path) -> str:
+    """The format of an existing image file: its suffix's, or "zarr" for a zarr folder."""
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None and path.is_dir() and _looks_like_zarr(path):
+        fmt = "zarr"
+    if fmt is None:
+        raise _unsupported(path)
+    return fmt
+
+
+def _by_format(path: str | os.PathLike, table: dict[str, Callable[[Path], Any]]) -> Any:
+    """``table[format](path)``; FileNotFoundError, or ValueError for an unreadable file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    suffix = path.suffix.lower()
+    fmt = _file_format(path)
     try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                _check_tiff(path, tif)
-                return tif.asarray()
-        if suffix in (".png", ".jpg", ".jpeg"):
-            import imageio.v3 as iio
-
-            check_fits_memory(path, *_pixel_header(path))
-            return np.asarray(iio.imread(path))
-        if suffix == ".npy":
-            with open(path, "rb") as stream:
-                check_fits_memory(path, *_npy_header(stream))
-            return np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            check_fits_memory(path, *_npz_header(path))
-            with np.load(path, allow_pickle=False) as archive:
-                if not archive.files:
-                    raise ValueError("empty .npz archive")
-                return archive[archive.files[0]]
-        if suffix == ".zarr" or (path.is_dir() and _looks_like_zarr(path)):
-            return _open_zarr_array(path)
+        return table[fmt](path)
     except ImageTooLarge:
         raise
-    except (OSError, ValueError, KeyError, EOFError, IndexError) as error:
+    except _READ_ERRORS as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
-    raise _unsupported(path)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        _check_tiff(path, tif)
+        return tif.asarray()
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    check_fits_memory(path, *_pixel_header(path))
+    return np.asarray(iio.imread(path))
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    check_fits_memory(path, *_npy_file_header(path))
+    return np.load(path, allow_pickle=False)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    check_fits_memory(path, *_npz_header(path))
+    with np.load(path, allow_pickle=False) as archive:
+        if not archive.files:
+            raise ValueError("empty .npz archive")
+        return archive[archive.files[0]]
 
 
 def _looks_like_zarr(path: Path) -> bool:
@@ -167,29 +193,34 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
 
     Raises FileNotFoundError for a missing path and ValueError for an unreadable header.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
+    return _by_format(path, _HEADERS)
 
-            with tifffile.TiffFile(path) as tif:
-                return tuple(tif.series[0].shape), np.dtype(tif.series[0].dtype)
-        if suffix in (".png", ".jpg", ".jpeg"):
-            return _pixel_header(path)
-        if suffix == ".npy":
-            with open(path, "rb") as stream:
-                return _npy_header(stream)
-        if suffix == ".npz":
-            return _npz_header(path)
-        if suffix == ".zarr" or (path.is_dir() and _looks_like_zarr(path)):
-            array = _open_zarr_array(path)
-            return tuple(int(s) for s in array.shape), np.dtype(array.dtype)
-    except (OSError, ValueError, KeyError, EOFError, IndexError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
-    raise _unsupported(path)
+
+def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return tuple(tif.series[0].shape), np.dtype(tif.series[0].dtype)
+
+
+def _npy_file_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    with open(path, "rb") as stream:
+        return _npy_header(stream)
+
+
+def _zarr_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    array = _open_zarr_array(path)
+    return tuple(int(s) for s in array.shape), np.dtype(array.dtype)
+
+
+_READERS: dict[str, Callable[[Path], Any]] = {
+    "tiff": _read_tiff, "pixels": _read_pixels, "npy": _read_npy, "npz": _read_npz,
+    "zarr": _open_zarr_array,
+}
+_HEADERS: dict[str, Callable[[Path], Any]] = {
+    "tiff": _tiff_header, "pixels": _pixel_header, "npy": _npy_file_header,
+    "npz": _npz_header, "zarr": _zarr_header,
+}
 
 
 # Files up to this size are read whole by check_readable (their header alone proves little).

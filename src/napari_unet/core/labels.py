@@ -20,7 +20,9 @@ __all__ = [
     "NO_LABELS_MESSAGE",
     "UNLABELED",
     "as_label_array",
+    "has_labels",
     "looks_dense",
+    "next_cell_id",
     "only_default_label",
     "read_default_label",
     "split_labels",
@@ -224,6 +226,19 @@ def looks_dense(labels: np.ndarray) -> bool:
     sides = [s.stop - s.start for s in ndi.find_objects(blob.astype(np.int8))[0]]
     filled = counts[1] / float(np.prod(sides))
     return max(sides[-2:]) <= 3 * min(sides[-2:]) and filled >= 0.4
+
+
+def has_labels(labels: np.ndarray) -> bool:
+    """True when any pixel holds a label (an id > 0)."""
+    arr = np.asarray(labels)
+    return bool(arr.size and arr.max() > 0)
+
+
+def next_cell_id(labels: np.ndarray) -> int:
+    """The first id not used in ``labels`` and at least 2 (a new cell): max + 1, or 2."""
+    arr = np.asarray(labels)
+    top = int(arr.max()) if arr.size else 0
+    return max(BACKGROUND_LABEL + 1, top + 1)
 
 
 def only_default_label(labels: np.ndarray) -> bool:

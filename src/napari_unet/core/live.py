@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .device import free_device_memory, resolve_device
-from .scale import resample
+from .scale import model_diameter, resample
 from .tiling import predict_region
 from .training import (
     FINE_TUNE_LEARNING_RATE,
@@ -58,6 +58,8 @@ class LiveSettings:
     recent: int = 8
     recent_fraction: float = 0.5
     correction_weight: float = 3.0
+    replay_fraction: float = 0.0
+    balanced_distill: bool = False
     dense: bool = False
     diameter: float | None = None
     seed: int | None = 0
@@ -67,8 +69,9 @@ class LiveSettings:
         """Raise ``ValueError`` for settings that cannot work."""
         if not self.learning_rate > 0 or self.batch_size < 1 or self.recent < 0:
             raise ValueError("learning_rate and batch_size must be positive, recent >= 0")
-        if not 0.0 <= self.recent_fraction <= 1.0:
-            raise ValueError(f"recent_fraction must be in [0, 1], got {self.recent_fraction}")
+        for name in ("recent_fraction", "replay_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.correction_weight >= 1.0:
             raise ValueError(f"correction_weight must be >= 1, got {self.correction_weight}")
 
@@ -76,10 +79,20 @@ class LiveSettings:
 class _CorrectionSampler(_PatchSampler):
     """The training sampler, with part of the patch centres on recent corrections."""
 
-    def __init__(self, *args: Any, recent: list[np.ndarray], fraction: float, **kw: Any) -> None:
+    def __init__(self, *args: Any, recent: list[np.ndarray], fraction: float,
+                 replay: float = 0.0, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.recent = [r for r in recent if r.size]
         self.fraction = fraction if self.recent else 0.0
+        self.replay = replay
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A patch anywhere in the image ``replay`` of the time (unlabeled: distilled only)."""
+        if self.replay and self.rng.random() < self.replay:
+            s = self.slices[0]
+            h, w = s.mask.shape
+            return self.patch(s, int(self.rng.integers(h)), int(self.rng.integers(w)))
+        return super().sample()
 
     def _centre(self) -> tuple[_Slice, int, int]:
         if self.fraction == 0.0 or self.rng.random() >= self.fraction:
@@ -97,11 +110,15 @@ class LiveTrainer:
     ``image``: ``(Y, X)`` or ``(C, Y, X)`` (``channel_axis`` as in ``core.training.train``).
     Labels follow the sparse convention (0 unlabeled, 1 background, >= 2 cells) unless
     ``settings.dense``. :meth:`update` may be called from any thread; :meth:`step`,
-    :meth:`predict` and :meth:`close` belong to the training thread.
+    :meth:`predict` and :meth:`close` belong to the training thread. ``factor``: the resampling
+    factor of the prediction being corrected (``Prediction.factor``), so that training and the
+    overlay run at the scale the user sees; without it (and without ``settings.diameter``) the
+    scale is measured on the first labeled cells.
     """
 
     def __init__(self, model: torch.nn.Module, image: np.ndarray, settings: LiveSettings | None
-                 = None, *, channel_axis: int | None = None) -> None:
+                 = None, *, channel_axis: int | None = None,
+                 factor: float | None = None) -> None:
         self.settings = settings or LiveSettings()
         self.settings.validate()
         self.model = model
@@ -121,6 +138,11 @@ class LiveTrainer:
         self.message = "waiting for annotations"
         self.data_diameter: float | None = None
         self.factor: float | None = None
+        if factor is not None and self.settings.diameter is None:
+            if not np.isfinite(factor) or factor <= 0:
+                raise ValueError(f"factor must be a positive number, got {factor!r}")
+            self.factor = float(factor)
+            self.data_diameter = model_diameter(model) / self.factor
         self._recent: deque[np.ndarray] = deque(maxlen=max(self.settings.recent, 1))
         self._lock = threading.Lock()
         self._pending: tuple[np.ndarray, np.ndarray | None] | None = None
@@ -207,7 +229,12 @@ class LiveTrainer:
             [s], self.cfg, *self._shapes, self.rng, int(self.model.n_classes),
             boost=self.settings.correction_weight, recent=recent,
             fraction=self.settings.recent_fraction,
+            replay=self.settings.replay_fraction if self._teacher_kept() else 0.0,
         )
+
+    def _teacher_kept(self) -> bool:
+        """Whether unlabeled pixels keep the starting model's answer (distillation on)."""
+        return (self.cfg.distill_weight or 0.0) > 0
 
     def _start(self) -> None:
         """Optimizer, teacher and train mode (frozen BatchNorm statistics when fine-tuning)."""
@@ -244,7 +271,8 @@ class LiveTrainer:
         if self._teacher is not None:
             with torch.no_grad():
                 soft = torch.softmax(self._teacher(x).float(), dim=1)
-            loss = loss + self.cfg.distill_weight * distillation_loss(logits, soft, weights == 0)
+            loss = loss + self.cfg.distill_weight * distillation_loss(
+                logits, soft, weights == 0, balanced=self.settings.balanced_distill)
         if not torch.isfinite(loss):
             raise ValueError("live training diverged (the loss is not finite)")
         loss.backward()
@@ -287,6 +315,9 @@ class LiveTrainer:
         metadata = self.model.metadata if isinstance(getattr(self.model, "metadata", None),
                                                      dict) else {}
         if self.steps:
+            if self.data_diameter:  # later predictions run at the scale it was trained at
+                metadata.setdefault("scale", {}).update(
+                    object_diameter=model_diameter(self.model), data_diameter=self.data_diameter)
             metadata.setdefault("training", {})["live"] = {
                 "steps": self.steps, "corrections": self.corrections,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -17,13 +17,9 @@ input size; ``context`` is then the halo that tiling keeps around each tile so t
 does not see the zero padding of the tile border (the receptive-field radius, plus the rounding of
 the pooling blocks, rounded up to a multiple of ``shape_multiple``).
 
-``DEFAULT_CONFIG`` is the interactive CPU default, chosen with ``benchmarks/bench_model.py`` on a
-shared 2-core AMD EPYC (figures in benchmarks/README.md, "Model"): depth 3, 16 base channels,
-valid padding, batch norm, transposed convolutions. One training step (Adam) on a batch of 4
-patches of 188x188 (output 96x96, the training default) takes 0.36 s and inference of a
-508x508 tile 0.34 s (one torch thread; the paper network needs ~20 s for one 572x572 step), with
-a context of 44 px per side (receptive field 89 px), larger than the cells this plugin targets.
-Depth 3 / 32 channels costs 3.4x more per step (1.2 s), depth 4 / 16 channels 2.4x (0.86 s).
+``DEFAULT_CONFIG`` is the interactive CPU default (depth 3, 16 base channels, valid padding, batch
+norm, transposed convolutions): well under a second per training step on a CPU, with a context of
+44 px per side, more than the cells this plugin targets (benchmarks/README.md, "Model").
 """
 
 from __future__ import annotations

@@ -768,19 +768,51 @@ def predict_file(
     exceed 65535). ``diameter``, ``threshold``, ``min_size``: see ``core.segment.segment``
     (None: the model's object scale and calibrated threshold).
     """
-    from .io import read_image, write_array
-    from .segment import guess_channel_axis, segment
+    maps = file_maps(model_ref, path, channel_axis=channel_axis, diameter=diameter,
+                     conversion=conversion, tile_size=tile_size, batch_size=batch_size,
+                     device=device)
+    return write_file_labels(maps, out, threshold=threshold, min_size=min_size,
+                             probabilities=probabilities, overwrite=overwrite)
+
+
+@dataclass
+class FileMaps:
+    """The network's output for one image file, before labelling (see :func:`file_maps`)."""
+
+    model: UNet
+    fg: np.ndarray
+    interior: np.ndarray | None
+    factor: float
+
+
+def file_maps(model_ref: Any, path: str | os.PathLike, *, channel_axis: int | None = None,
+              diameter: float | str | None = None, conversion: str | None = None,
+              **kw: Any) -> FileMaps:
+    """Read ``path`` and run the network on it (the part of ``predict_file`` on the cores)."""
+    from .io import read_image
+    from .segment import guess_channel_axis, predict_maps, prepare_image
 
     model = _resolve_model(model_ref)
     image = np.asarray(read_image(path))
     if channel_axis is None:
         channel_axis = guess_channel_axis(image.shape)
-    result = segment(
-        model, image, channel_axis=channel_axis, diameter=diameter, threshold=threshold,
-        min_size=min_size, conversion=conversion, tile_size=tile_size, batch_size=batch_size,
-        device=device,
-    )
-    fg, labels = result.probability, result.instances
+    arr, axis = prepare_image(image, channel_axis, model, conversion)
+    fg, interior, factor = predict_maps(model, arr, channel_axis=axis, diameter=diameter, **kw)
+    return FileMaps(model, fg, interior, factor)
+
+
+def write_file_labels(maps: FileMaps, out: str | os.PathLike, *, threshold: float | None = None,
+                      min_size: int | None = None,
+                      probabilities: str | os.PathLike | None = None,
+                      overwrite: bool = False) -> Path:
+    """Label ``maps`` and write the labels (and probabilities) atomically: the rest of
+    ``predict_file``, which can run beside the network's work on the next file."""
+    from .io import write_array
+    from .segment import label_probability, min_size_for, model_threshold
+
+    threshold = model_threshold(maps.model) if threshold is None else float(threshold)
+    min_size = min_size_for(maps.factor) if min_size is None else int(min_size)
+    labels = label_probability(maps.fg, threshold, min_size, maps.interior)
     out = Path(out)
     if out.suffix.lower() == ".png":
         if labels.size and int(labels.max()) > np.iinfo(np.uint16).max:
@@ -789,9 +821,30 @@ def predict_file(
             )
         labels = labels.astype(np.uint16)
     if probabilities is not None:
-        write_array(probabilities, fg.astype(np.float32), overwrite=overwrite)
+        write_array(probabilities, maps.fg.astype(np.float32), overwrite=overwrite)
     write_array(out, labels, overwrite=overwrite)
     return out
+
+
+def _predict_local(ref: Any, jobs: Sequence[_FileJob], kw: dict[str, Any],
+                   counter: _Runner) -> None:
+    """In-memory files in this process: labelling and writing one file in a second thread
+    while the network runs on the next (torch releases the interpreter lock in its kernels)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    kw = dict(kw)
+    write_kw = {k: kw.pop(k) for k in ("threshold", "min_size", "overwrite")}
+    pending = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-label") as pool:
+        for p, o, q in jobs:
+            maps = file_maps(ref, p, **kw)
+            if pending is not None:
+                pending.result()  # the previous file's error raises here, in order
+                counter.tick()
+            pending = pool.submit(write_file_labels, maps, o, probabilities=q, **write_kw)
+        if pending is not None:
+            pending.result()
+            counter.tick()
 
 
 def _check_inputs(paths: Sequence[Path]) -> None:
@@ -883,6 +936,20 @@ def _predict_zarr_files(
         counter.tick()
 
 
+def _predict_in_memory(ref: Any, jobs: Sequence[_FileJob], kw: dict[str, Any], client: Any,
+                       counter: _Runner, pipeline: bool) -> None:
+    """The in-memory files: on ``client``, else here (pipelined, or one after the other)."""
+    if client is not None:
+        if jobs:
+            _predict_on_client(client, ref, jobs, kw, counter)
+    elif pipeline:
+        _predict_local(ref, jobs, kw, counter)
+    else:
+        for p, o, q in jobs:
+            predict_file(ref, p, o, probabilities=q, **kw)
+            counter.tick()
+
+
 def predict_files(
     model_path: UNet | str | os.PathLike,
     paths: Sequence[str | os.PathLike],
@@ -903,6 +970,7 @@ def predict_files(
     memory_budget_mb: float | None = None,
     client: Any = None,
     progress: Callable[[int, int], Any] | None = None,
+    pipeline: bool = True,
 ) -> list[Path]:
     """Predict every file in ``paths`` into ``out_dir`` (one label image per input, same stem).
 
@@ -910,7 +978,8 @@ def predict_files(
     can be read (:func:`~napari_unet.core.io.check_readable`), no two inputs share a stem, and
     no output exists (unless ``overwrite``), so a bad input never leaves the folder half done.
     In-memory files are one task each (on ``client`` when given, loading the model inside the
-    task); zarr inputs are streamed with :func:`predict_zarr` (chunks as tasks).
+    task; without a client, each file is labelled and written beside the network's work on the
+    next one unless ``pipeline=False``); zarr inputs are streamed with :func:`predict_zarr`.
     ``progress(done, total)`` counts files. ``threshold``/``min_size``/``diameter`` None: the
     model's calibrated threshold and object scale (``core.segment``; zarr inputs are streamed
     at the image's own scale).
@@ -933,12 +1002,7 @@ def predict_files(
         kw, channel_axis=channel_axis, overwrite=overwrite, diameter=diameter, conversion=conversion
     )
     ref = _file_model_ref(model_path, model, client)
-    if client is None:
-        for p, o, q in flat:
-            predict_file(ref, p, o, probabilities=q, **file_kw)
-            counter.tick()
-    elif flat:
-        _predict_on_client(client, ref, flat, file_kw, counter)
+    _predict_in_memory(ref, flat, file_kw, client, counter, pipeline)
     zarrs = [(p, o, q) for p, o, q in zip(paths, outs, probs, strict=True) if _is_zarr(p)]
     zarr_kw = dict(kw, chunk=chunk, memory_budget_mb=memory_budget_mb, overwrite=overwrite)
     _predict_zarr_files(model, zarrs, zarr_kw, client, counter)

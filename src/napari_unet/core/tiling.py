@@ -373,9 +373,9 @@ def inference_model(model: UNet, device: str | torch.device = "auto") -> UNet:
     """An eval-mode copy of ``model`` ready to predict on ``device``; ``model`` is left as is.
 
     BatchNorm is folded into the convolutions and, on the CPU, the weights are channels-last:
-    together 1.7x faster CPU inference of the default network (benchmarks/README.md, finding
-    M1). :func:`predict_region` uses such a copy as it is, so callers that predict many
-    pieces with one model (``core.scaleout``) make it once.
+    together the faster CPU inference (benchmarks/README.md finding M1). :func:`predict_region`
+    uses such a copy as it is, so callers that predict many pieces with one model
+    (``core.scaleout``) make it once.
     """
     dev = resolve_device(device)
     net = fold_batchnorm(model).to(dev)
@@ -480,42 +480,21 @@ def predict_region(
     return out
 
 
-def predict_tiled(
-    model: UNet,
-    image: Any,
-    *,
-    tile_size: int | Sequence[int] | None = None,
-    batch_size: int = 4,
-    device: str | torch.device = "auto",
-    channel_axis: int | None = None,
-    normalize: bool = True,
-    norm_range: tuple[Any, Any] | None = None,
-    progress: Callable[[int, int], Any] | None = None,
-    cancel: Callable[[], bool] | None = None,
-) -> np.ndarray:
+def predict_tiled(model: UNet, image: Any, **options: Any) -> np.ndarray:
     """Softmax class probabilities (float32) of ``image`` by overlap-tile prediction.
 
     Shapes: ``(Y, X)`` or ``(C, Y, X)`` -> ``(n_classes, Y, X)``; a stack ``(Z, Y, X)`` or
-    ``(Z, C, Y, X)`` -> ``(Z, n_classes, Y, X)``, predicted slice by slice. ``channel_axis``
-    says where the channels are when not at -3. With ``normalize``, each slice is scaled with the
-    percentiles in ``model.metadata["normalization"]`` (default 1 / 99.8), or with ``norm_range``
-    when given. ``progress(done, total)`` counts tiles and is called after each batch;
-    ``cancel()`` returning True raises :class:`PredictionCancelled`. The model's device and
-    train/eval mode are restored afterwards. Any image size works, also smaller than one tile.
+    ``(Z, C, Y, X)`` -> ``(Z, n_classes, Y, X)``, predicted slice by slice. ``options`` are the
+    keywords of :func:`predict_region` (``tile_size``, ``batch_size``, ``device``,
+    ``channel_axis``, ``normalize``, ``norm_range``, ``progress``, ``cancel``...).
+    ``channel_axis`` says where the channels are when not at -3. With ``normalize``, each slice
+    is scaled with the percentiles in ``model.metadata["normalization"]`` (default 1 / 99.8),
+    or with ``norm_range`` when given. ``progress(done, total)`` counts tiles and is called
+    after each batch; ``cancel()`` returning True raises :class:`PredictionCancelled`. The
+    model's device and train/eval mode are restored afterwards. Any image size works, also
+    smaller than one tile.
     """
-    return predict_region(
-        model,
-        image,
-        None,
-        tile_size=tile_size,
-        batch_size=batch_size,
-        device=device,
-        channel_axis=channel_axis,
-        normalize=normalize,
-        norm_range=norm_range,
-        progress=progress,
-        cancel=cancel,
-    )
+    return predict_region(model, image, None, **options)
 
 
 def tile_shape(

@@ -426,25 +426,30 @@ class _PatchSampler:
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One patch: image ``(C, in_h, in_w)``, target and weights ``(out_h, out_w)``."""
-        (oh, ow), (py, px) = self.out_shape, self.offset
         for _ in range(10):
-            image, instances, mask = self._extract(*self._centre())
-            if self.cfg.augment:
-                image, instances, mask = random_augment(
-                    image,
-                    instances,
-                    self.rng,
-                    elastic=self.cfg.elastic_sigma > 0,
-                    grid=self.cfg.elastic_grid,
-                    sigma=self.cfg.elastic_sigma,
-                    weights=mask,
-                )
-            weights = weight_map(instances, self.cfg.w0, self.cfg.sigma, labeled_mask=mask > 0)
-            if self.boost != 1.0:
-                weights = np.where(mask == 2, weights * self.boost, weights)
-            weights = weights[py : py + oh, px : px + ow]
-            if weights.any():  # an augmented patch can lose its labeled pixels; draw again
+            patch = self.patch(*self._centre())
+            if patch[2].any():  # an augmented patch can lose its labeled pixels; draw again
                 break
+        return patch
+
+    def patch(self, s: _Slice, cy: int, cx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The augmented patch whose output is centred on ``(cy, cx)`` of ``s``."""
+        (oh, ow), (py, px) = self.out_shape, self.offset
+        image, instances, mask = self._extract(s, cy, cx)
+        if self.cfg.augment:
+            image, instances, mask = random_augment(
+                image,
+                instances,
+                self.rng,
+                elastic=self.cfg.elastic_sigma > 0,
+                grid=self.cfg.elastic_grid,
+                sigma=self.cfg.elastic_sigma,
+                weights=mask,
+            )
+        weights = weight_map(instances, self.cfg.w0, self.cfg.sigma, labeled_mask=mask > 0)
+        if self.boost != 1.0:
+            weights = np.where(mask == 2, weights * self.boost, weights)
+        weights = weights[py : py + oh, px : px + ow]
         target = class_target(instances, self.n_classes)[py : py + oh, px : px + ow]
         return np.ascontiguousarray(image, dtype=np.float32), target, weights
 
@@ -487,13 +492,25 @@ def weighted_cross_entropy(
 
 
 def distillation_loss(
-    logits: torch.Tensor, teacher_probs: torch.Tensor, unlabeled: torch.Tensor
+    logits: torch.Tensor, teacher_probs: torch.Tensor, unlabeled: torch.Tensor,
+    balanced: bool = False,
 ) -> torch.Tensor:
-    """Mean KL(teacher || student) over the ``unlabeled`` pixels (0 when there are none)."""
+    """Mean KL(teacher || student) over the ``unlabeled`` pixels (0 when there are none).
+
+    ``balanced``: each class the teacher predicts weighs the same in the mean (the class
+    balance of the U-Net loss, applied to the teacher's answer), so that the few cell pixels
+    near a removed object hold the cells as firmly as the many background pixels hold the
+    background.
+    """
     log_student = F.log_softmax(logits.float(), dim=1)
     kl = F.kl_div(log_student, teacher_probs, reduction="none").sum(dim=1)
     mask = unlabeled.to(kl.dtype)
-    return (kl * mask).sum() / mask.sum().clamp_min(1.0)
+    if balanced:
+        onehot = F.one_hot(teacher_probs.argmax(dim=1), teacher_probs.shape[1]).movedim(-1, 1)
+        per_class = (onehot.to(kl.dtype) * mask[:, None])
+        counts = per_class.sum(dim=(0, 2, 3), keepdim=True)
+        mask = (per_class / counts.clamp_min(1.0)).sum(dim=1)
+    return (kl * mask).sum() / mask.sum().clamp_min(1e-12) if bool(mask.any()) else kl.sum() * 0
 
 
 def label_agreement(
@@ -538,11 +555,8 @@ LOW_TRUST = 0.2
 
 
 def new_image_type_hint(model: torch.nn.Module) -> str | None:
-    """A hint for the user when the finished fine-tune's starting model disagreed with the labels.
-
-    On DSB2018 H&E nuclei (trust 0 for the fluorescence starting model) a U-Net trained from
-    scratch on the same labels scored higher than the fine-tune (benchmarks/README.md).
-    """
+    """A hint for the user when the finished fine-tune's starting model disagreed with the labels
+    (a new network may then learn more: benchmarks/README.md finding 8)."""
     trust = getattr(model, "metadata", {}).get("training", {}).get("start_trust")
     if trust is None or trust >= LOW_TRUST:
         return None
@@ -563,11 +577,10 @@ def correction_settings(model: torch.nn.Module, dense: bool) -> dict[str, float]
     """``TrainConfig`` fields for retraining ``model`` on corrections of its own prediction.
 
     Corrections are painted exactly where the model was wrong, so its agreement with them says
-    nothing about the pixels nobody corrected (a removed false cell and an added missed one give
-    an agreement of 0, which drops the distillation: at lr 1e-3, 100 steps on three clicked
-    objects erased a whole prediction).  So on sparse labels the unlabeled pixels keep the
-    model's answer at the full ``DEFAULT_DISTILL_WEIGHT``; dense labels made from the prediction
-    already hold that answer everywhere, and no weight ``anchor`` holds back the corrections.
+    nothing about the pixels nobody corrected (benchmarks/README.md finding T6).  So on sparse
+    labels the unlabeled pixels keep the model's answer at the full ``DEFAULT_DISTILL_WEIGHT``;
+    dense labels made from the prediction already hold that answer everywhere, and no weight
+    ``anchor`` holds back the corrections.
     """
     if not is_trained(model):
         return {"distill_weight": 0.0, "anchor": 0.0}
@@ -594,21 +607,16 @@ def _check_model(model: torch.nn.Module) -> None:
         raise ValueError(f"training needs a model with n_classes >= 2, got {n_classes}")
 
 
-def check_training_data(
-    model: torch.nn.Module,
-    images: Any,
-    labels: Any,
-    config: TrainConfig | None = None,
-    *,
-    channel_axis: int | None = None,
-    **overrides: Any,
-) -> list[str]:
+def check_training_data(model: torch.nn.Module, images: Any, labels: Any,
+                        config: TrainConfig | None = None, **options: Any) -> list[str]:
     """Run :func:`train`'s checks without training: ``ValueError`` or a list of warnings.
 
     ``train`` is a generator, so its checks only run at the first ``next()``; a widget or CLI
-    can call this first to report bad input before starting a worker.
+    can call this first to report bad input before starting a worker.  ``options``: those of
+    :func:`train` (``channel_axis`` and ``TrainConfig`` fields).
     """
-    cfg = _make_config(config, overrides)
+    channel_axis = options.pop("channel_axis", None)
+    cfg = _make_config(config, options)
     _check_model(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

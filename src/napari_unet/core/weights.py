@@ -30,7 +30,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage as ndi
 
-__all__ = ["class_balance_weights", "default_cutoff", "weight_map"]
+from .labels import split_labels
+
+__all__ = [
+    "class_balance_weights",
+    "default_cutoff",
+    "describe_weights",
+    "labels_weight_map",
+    "weight_map",
+]
 
 CUTOFF_EPS = 1e-3
 
@@ -198,3 +206,40 @@ def weight_map(
     if mask is not None:
         weights[~mask] = 0.0
     return weights
+
+
+def labels_weight_map(labels: ArrayLike, w0: float, sigma: float, dense: bool) -> np.ndarray:
+    """Weight map of a label image in the training convention (2D, or a stack slice by slice)."""
+    instances, mask = split_labels(np.asarray(labels), dense=dense)
+    if instances.ndim < 2:
+        raise ValueError(f"labels must be at least 2D, got shape {instances.shape}")
+    if instances.ndim == 2:
+        return weight_map(instances, w0, sigma, labeled_mask=mask)
+    out = np.zeros(instances.shape, dtype=np.float32)
+    for idx in np.ndindex(*instances.shape[:-2]):
+        if mask[idx].any():
+            out[idx] = weight_map(instances[idx], w0, sigma, labeled_mask=mask[idx])
+    return out
+
+
+def describe_weights(weights: np.ndarray, labels: ArrayLike, dense: bool) -> str:
+    """One line in plain words: how much cells, background and the gaps between cells weigh."""
+    instances, mask = split_labels(np.asarray(labels), dense=dense)
+    cells = mask & (instances > 0)
+    background = mask & (instances == 0)
+    if not mask.any():
+        return "Nothing painted yet: weight 0 everywhere."
+    parts = []
+    if cells.any():
+        parts.append(f"cells ×{float(np.median(weights[cells])):.2f}")
+    if background.any():
+        w_bg = float(weights[background].min())
+        parts.append(f"background ×{w_bg:.2f}")
+        border = float(weights[background].max()) - w_bg
+        if border > 1e-3:
+            parts.append(f"gaps between touching cells up to ×{w_bg + border:.2f}")
+        else:
+            parts.append("no two labeled cells close enough for a border term yet")
+    if not dense and (~mask).any():
+        parts.append("unlabeled ×0")
+    return "Weights: " + ", ".join(parts) + "."

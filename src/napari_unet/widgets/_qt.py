@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import QWidget
+
+from ._session import get_session
+
+if TYPE_CHECKING:
+    import napari
 
 
 @contextlib.contextmanager
@@ -49,3 +57,41 @@ def on_viewer_closed(viewer: Any, callback: Callable[..., None]) -> bool:
         return False
     window.destroyed.connect(callback)
     return True
+
+
+def calls_weakly(widget: QWidget, method: str) -> Callable[..., None]:
+    """A plain function calling ``widget.<method>`` while the widget lives (for napari events).
+
+    Disconnecting a bound method of a deleted widget makes napari compare it with the other
+    callbacks, which raises RuntimeError (deleted C++ object); this function, holding the widget
+    weakly, is always safe to disconnect.
+    """
+    wref = weakref.ref(widget)
+
+    def call(*args: Any) -> None:
+        w = wref()
+        if w is not None:
+            with unless_deleted():  # the widget may be deleted by Qt meanwhile
+                getattr(w, method)(*args)
+
+    return call
+
+
+class ViewerWidget(QWidget):
+    """A plugin widget of one viewer: ``viewer`` and its shared model ``session``."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer, self.session = napari_viewer, get_session(napari_viewer)
+
+    def load_into_session(self, path: str, load: Callable[[str], Any]) -> bool:
+        """Make ``load(path)`` the session's model; a bad file gives a notification, False."""
+        from . import _notify  # not at the top: _notify imports this module
+
+        try:
+            model = load(path)
+        except (ValueError, OSError) as exc:
+            _notify.notify_error(f"Cannot load model from {path}: {exc}")
+            return False
+        self.session.set_model(model, f"checkpoint: {path}")
+        return True

@@ -231,9 +231,10 @@ def freeze_gc() -> None:
     """Move the objects that exist now out of the garbage collector's sight during training.
 
     A full collection in napari's process scans every Qt/napari/torch object and holds the GIL
-    for ~0.7-1 s (measured by bench_responsiveness.py), freezing the GUI; the training thread
-    triggers such collections (automatically, and ``free_device_memory`` calls gc.collect()).
-    With the existing objects frozen, collections only scan what training allocates.
+    long enough to freeze the GUI (benchmarks/README.md, "UI responsiveness"); the training
+    thread triggers such collections (automatically, and ``free_device_memory`` on an
+    accelerator). With the existing objects frozen, collections only scan what training
+    allocates.
     """
     with _GC_LOCK:
         if _GC_FROZEN[0] == 0:

@@ -34,6 +34,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_unet.core.annotate import click_edit, labels_from_prediction, stack_indices
 from napari_unet.widgets import _layers, _notify, _roles
 from napari_unet.widgets._qt import unless_deleted
 from napari_unet.widgets._session import get_session
@@ -232,9 +233,7 @@ class AnnotateWidget(Container):
                 _notify.notify_error(
                     f"Annotate: prediction shape {predicted.shape} does not match image {shape}")
                 return None
-            labels = np.where(predicted > 0, predicted.astype(np.int32) + 1, 1).astype(np.int32)
-            if self._dense.value:
-                labels = predicted.astype(np.int32)
+            labels = labels_from_prediction(predicted, dense=bool(self._dense.value))
         else:
             labels = np.zeros(shape, dtype=np.int32)
         name = f"{image.name} annotations"
@@ -310,8 +309,6 @@ class AnnotateWidget(Container):
               action: str) -> tuple[tuple[np.ndarray, ...], np.ndarray] | None:
         """``(indices, values)`` for ``layer.data_setitem`` (one undo step); None when the
         click changes nothing (``core.annotate.click_edit`` decides what changes)."""
-        from napari_unet.core.annotate import click_edit
-
         data = layer.data
         point = np.round(np.asarray(layer.world_to_data(position), dtype=float)).astype(int)
         if np.any(point < 0) or np.any(point >= np.asarray(data.shape)):
@@ -334,8 +331,7 @@ class AnnotateWidget(Container):
         )
         if edit is None:
             return None
-        full = tuple(np.full(edit.indices[0].shape, i, dtype=np.intp) for i in lead)
-        return full + tuple(edit.indices), edit.values
+        return stack_indices(edit.indices, lead), edit.values
 
     def _model_diameter(self) -> float | None:
         """Object size (px) the session's last prediction of the image was made for."""

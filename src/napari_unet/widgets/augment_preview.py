@@ -156,7 +156,7 @@ class AugmentPreviewWidget(Container):
             return None
 
     def _show_sample(self, image_layer: Image, labels_layer: Labels | None, seed: int) -> dict:
-        from napari_unet.core.augment import elastic_deform
+        from napari_unet.core.augment import elastic_deform, max_displacement
 
         image, channel_axis = _layers.image_layer_data(image_layer)
         spatial = _layers.spatial_shape(image, channel_axis)
@@ -193,7 +193,7 @@ class AugmentPreviewWidget(Container):
             out["field"] = self._show_field_layer(image_layer, field, width)
         elif field_name in self._viewer.layers:
             self._viewer.layers.remove(field_name)
-        self._status.value = f"seed {seed}: max |displacement| {_max_norm(field):.1f} px"
+        self._status.value = f"seed {seed}: max |displacement| {max_displacement(field):.1f} px"
         if len(self._viewer.layers) > n_layers:
             self._viewer.reset_view()  # first preview: fit the originals and the preview
         return out
@@ -264,11 +264,6 @@ class AugmentPreviewWidget(Container):
             edge_color="gold", vector_style="arrow", length=1.0, opacity=0.8,
             metadata=_roles.role_metadata(_roles.DISPLACEMENT),
         )
-
-
-def _max_norm(field: np.ndarray) -> float:
-    field = np.asarray(field, dtype=np.float32)
-    return float(np.sqrt((field**2).sum(axis=0)).max()) if field.size else 0.0
 
 
 def _reset_weakly(widget: Container) -> Callable[..., None]:

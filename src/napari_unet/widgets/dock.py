@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Labels
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -41,11 +41,31 @@ DATA_HELP = (
     "some background here, then Train."
 )
 LABEL_FILTER = "TIFF (*.tif *.tiff);;PNG (*.png);;NumPy (*.npy)"
+MAX_WIDTH = 480  # the widest the dock asks to be; a wider tab scrolls sideways
+
+
+class _TabScrollArea(QScrollArea):
+    """A scroll area as narrow as its page allows (up to ``MAX_WIDTH``), of any small height.
+
+    A plain QScrollArea asks for almost no width, so napari docks it narrower than the page and
+    every tab scrolls sideways with its text cut off at the right edge. This one asks for the
+    page's minimum width (the tab widget takes the widest page's), and stays scrollable
+    vertically so that the dock fits a 1366x768 screen.
+    """
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        page = self.widget()
+        if page is None:
+            return hint
+        width = (page.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+                 + 2 * self.frameWidth())
+        return QSize(min(max(hint.width(), width), MAX_WIDTH), hint.height())
 
 
 def scrolled(widget: QWidget) -> QScrollArea:
     """``widget`` in a frameless scroll area that resizes it to the dock's width."""
-    area = QScrollArea()
+    area = _TabScrollArea()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)

@@ -152,8 +152,10 @@ class LiveSession:
             raise ValueError(f"image {self.image_layer.name!r} has shape {plane.shape[-2:]}, "
                              f"the annotation layer {self.labels_layer.data.shape[-2:]}")
         settings = LiveSettings(dense=self.dense, diameter=diameter or None)
+        prediction = self.session.predictions.get(self.image_layer.name)
         return LiveTrainer(copy.deepcopy(model), plane, settings,
-                           channel_axis=None if axis is None else 0)
+                           channel_axis=None if axis is None else 0,
+                           factor=getattr(prediction, "factor", None))
 
     def _labels_plane(self) -> np.ndarray:
         data = self.labels_layer.data

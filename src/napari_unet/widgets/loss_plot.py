@@ -104,8 +104,8 @@ class LazyProgressBar(QProgressBar):
 
     ``QProgressBar.setValue`` repaints immediately; in a napari window (an OpenGL canvas in the
     same top-level window) that forces a full window composition per training step, which
-    measured up to ~0.8 s of frozen GUI on a loaded 2-core machine (bench_responsiveness.py).
-    Here the value change only schedules a normal, coalesced ``update()``.
+    freezes the GUI (benchmarks/README.md, "UI responsiveness"). Here the value change only
+    schedules a normal, coalesced ``update()``.
     """
 
     def setValue(self, value: int) -> None:  # noqa: N802 (Qt API)

@@ -11,7 +11,6 @@ and one painted only with napari's default label 1 is read as cells by Train
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +18,16 @@ import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_unet.core.labels import BACKGROUND_LABEL, CONVENTION, CONVENTION_METADATA
+from napari_unet.core.labels import (
+    BACKGROUND_LABEL,
+    CONVENTION,
+    CONVENTION_METADATA,
+    has_labels,
+    next_cell_id,
+)
 
 from . import _notify
-from ._qt import unless_deleted
+from ._qt import calls_weakly
 
 if TYPE_CHECKING:
     import napari
@@ -32,13 +37,6 @@ NEW_CELL_KEY = "n"
 BACKGROUND_KEY = "g"
 BACKGROUND_GREY = (0.55, 0.55, 0.55, 1.0)
 _COLOURED_IDS = 256  # ids given their own colour at once; more are added as they are used
-
-
-def next_cell_id(labels: Any) -> int:
-    """The first id not used in ``labels`` and at least 2 (a new cell): max + 1, or 2."""
-    arr = np.asarray(labels)
-    top = int(arr.max()) if arr.size else 0
-    return max(FIRST_CELL, top + 1)
 
 
 def label_colormap(n_ids: int = _COLOURED_IDS) -> Any:
@@ -68,8 +66,7 @@ def explain_layer(layer: Labels) -> bool:
     """
     if is_explained(layer):
         return True
-    data = np.asarray(layer.data)
-    if data.size and data.max() > 0:
+    if has_labels(layer.data):
         return False
     layer.colormap = label_colormap()
     layer.features = {"index": [0, BACKGROUND_LABEL], "role": ["unlabeled", "background"]}
@@ -123,7 +120,7 @@ class PaintWidget(QWidget):
         layout.addStretch(1)
         self.new_cell_button.clicked.connect(lambda *_: self.new_cell())
         self.background_button.clicked.connect(lambda *_: self.background())
-        self._on_inserted = _calls_weakly(self, "_layer_inserted")
+        self._on_inserted = calls_weakly(self, "_layer_inserted")
         napari_viewer.layers.events.inserted.connect(self._on_inserted)
         self.destroyed.connect(_make_cleanup(napari_viewer, self._on_inserted))
         for layer in list(napari_viewer.layers):
@@ -183,19 +180,6 @@ def _key_action(action: Callable[[Labels], int]) -> Callable[[Labels], None]:
         action(layer)
 
     return press
-
-
-def _calls_weakly(widget: QWidget, method: str) -> Callable[..., None]:
-    """A plain function calling ``widget.<method>`` while the widget lives (for napari events)."""
-    wref = weakref.ref(widget)
-
-    def call(*args: Any) -> None:
-        w = wref()
-        if w is not None:
-            with unless_deleted():  # the widget may be deleted by Qt meanwhile
-                getattr(w, method)(*args)
-
-    return call
 
 
 def _make_cleanup(viewer: napari.viewer.Viewer, callback: Callable[..., None],

@@ -37,7 +37,7 @@ from napari_unet.core.segment import (
     predict_maps,
     prepare_image,
 )
-from napari_unet.widgets._qt import unless_deleted
+from napari_unet.widgets._qt import ViewerWidget, unless_deleted
 
 from . import _notify, _roles
 from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
@@ -219,13 +219,11 @@ def predict_layer(
     return worker
 
 
-class PredictWidget(QWidget):
+class PredictWidget(ViewerWidget):
     """Pick an image layer and a model, set threshold and minimum size, predict or cancel."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
+        super().__init__(napari_viewer, parent)
         self.worker: FunctionWorker | None = None
         self.relabel_worker: FunctionWorker | None = None
         self._build_model_inputs()
@@ -466,12 +464,8 @@ class PredictWidget(QWidget):
         """Load a checkpoint into the session; a bad file gives a notification, not a crash."""
         from napari_unet.core.bioimageio import load_any
 
-        try:
-            model = load_any(path)
-        except (ValueError, OSError) as exc:
-            _notify.notify_error(f"Cannot load model from {path}: {exc}")
+        if not self.load_into_session(path, load_any):
             return False
-        self.session.set_model(model, f"checkpoint: {path}")
         _notify.notify_info(f"Loaded model {path}")
         return True
 

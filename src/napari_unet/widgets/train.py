@@ -46,7 +46,7 @@ from napari_unet.core.training import (
     keeps_unlabeled,
     new_image_type_hint,
 )
-from napari_unet.widgets._qt import unless_deleted
+from napari_unet.widgets._qt import ViewerWidget, calls_weakly, unless_deleted
 
 from . import _notify, _roles
 from ._session import TrainingBusyError, get_session
@@ -185,18 +185,16 @@ def _spin(lo: float, hi: float, value: float, step: float = 1.0, decimals: int |
     return box
 
 
-class TrainWidget(QWidget):
+class TrainWidget(ViewerWidget):
     """Train a U-Net on painted labels, with live loss curve, progress, cancel and save."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
+        super().__init__(napari_viewer, parent)
         self._box: dict[str, TrainingRun | None] = {"run": None}  # shared with the cleanup
         self._build()
         self.refresh_layers()
         self._show_model()
-        self._on_layers = _calls_weakly(self, "refresh_layers")
+        self._on_layers = calls_weakly(self, "refresh_layers")
         for event in layer_list_events(napari_viewer):
             event.connect(self._on_layers)
         self.session.model_changed.connect(self._show_model)
@@ -432,12 +430,8 @@ class TrainWidget(QWidget):
         """Load a checkpoint into the session and continue from it; errors are notified."""
         from napari_unet.core.checkpoint import load_model
 
-        try:
-            model = load_model(path)
-        except (ValueError, OSError) as exc:
-            _notify.notify_error(f"Cannot load model from {path}: {exc}")
+        if not self.load_into_session(path, load_model):
             return False
-        self.session.set_model(model, f"checkpoint: {path}")
         self.source_combo.setCurrentIndex(SOURCE_CONTINUE)
         return True
 
@@ -718,14 +712,3 @@ def _make_cleanup(widget: TrainWidget) -> Callable[..., None]:
 
     return cleanup
 
-
-def _calls_weakly(widget: QWidget, method: str) -> Callable[..., None]:
-    """A plain function calling ``widget.<method>`` while the widget lives (for napari events)."""
-    wref = weakref.ref(widget)
-
-    def call(*args: Any) -> None:
-        w = wref()
-        if w is not None:
-            getattr(w, method)(*args)
-
-    return call

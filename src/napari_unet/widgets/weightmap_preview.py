@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton
 
+from napari_unet.core.weights import describe_weights, labels_weight_map
 from napari_unet.widgets import _layers, _notify, _roles
 from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
 
@@ -31,48 +32,6 @@ LEGEND = (
     "class. Black = weight 0: unlabeled pixels, ignored by training."
 )
 COLORBAR_SIZE = (160, 12)
-
-
-def compute_weights(labels: np.ndarray, w0: float, sigma: float, dense: bool) -> np.ndarray:
-    """Weight map of a label image in the training convention (2D, or a stack slice by slice)."""
-    from napari_unet.core.labels import split_labels
-    from napari_unet.core.weights import weight_map
-
-    instances, mask = split_labels(labels, dense=dense)
-    if instances.ndim < 2:
-        raise ValueError(f"labels must be at least 2D, got shape {instances.shape}")
-    if instances.ndim == 2:
-        return weight_map(instances, w0, sigma, labeled_mask=mask)
-    out = np.zeros(instances.shape, dtype=np.float32)
-    for idx in np.ndindex(*instances.shape[:-2]):
-        if mask[idx].any():
-            out[idx] = weight_map(instances[idx], w0, sigma, labeled_mask=mask[idx])
-    return out
-
-
-def describe_weights(weights: np.ndarray, labels: np.ndarray, dense: bool) -> str:
-    """One line in plain words: how much cells, background and the gaps between cells weigh."""
-    from napari_unet.core.labels import split_labels
-
-    instances, mask = split_labels(labels, dense=dense)
-    cells = mask & (instances > 0)
-    background = mask & (instances == 0)
-    if not mask.any():
-        return "Nothing painted yet: weight 0 everywhere."
-    parts = []
-    if cells.any():
-        parts.append(f"cells ×{float(np.median(weights[cells])):.2f}")
-    if background.any():
-        w_bg = float(weights[background].min())
-        parts.append(f"background ×{w_bg:.2f}")
-        border = float(weights[background].max()) - w_bg
-        if border > 1e-3:
-            parts.append(f"gaps between touching cells up to ×{w_bg + border:.2f}")
-        else:
-            parts.append("no two labeled cells close enough for a border term yet")
-    if not dense and (~mask).any():
-        parts.append("unlabeled ×0")
-    return "Weights: " + ", ".join(parts) + "."
 
 
 def colorbar_pixmap(colormap: str = COLORMAP, size: tuple[int, int] = COLORBAR_SIZE) -> Any:
@@ -190,8 +149,8 @@ class WeightMapWidget(Container):
         labels = np.asarray(layer.data)
         dense = bool(self._dense.value)
         try:
-            weights = compute_weights(labels, float(self._w0.value), float(self._sigma.value),
-                                      dense)
+            weights = labels_weight_map(labels, float(self._w0.value),
+                                        float(self._sigma.value), dense)
         except ValueError as err:
             _notify.notify_error(f"Weight map: {err}")
             return None
