@@ -29,7 +29,7 @@ bench: setup
 	for script in benchmarks/bench_*.py; do xvfb-run -a $(PY) $$script || exit 1; done
 
 screenshots: setup
-	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/screenshots.py
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/screenshots.py --gif
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -289,6 +289,32 @@ def click_masks(model: UNet, images: list, kind: K.Kind) -> dict:
             "median_on_missed": float(np.median(ious_a[~found])) if (~found).any() else None}
 
 
+def draw_mistakes(session: Session, image: np.ndarray, path: Path, n: int = 6) -> None:
+    """The ``n`` largest plainly wrong objects of the start prediction (yellow) with the truth
+    (green) and the prediction (red): what the simulated user will click first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gt, pred = session.gt, session.pred
+    grey = image.astype(np.float32) if image.ndim == 2 else image.astype(np.float32).mean(-1)
+    lo, hi = np.percentile(grey, (1, 99.8))
+    fig, axes = plt.subplots(2, (n + 1) // 2, figsize=(5 * ((n + 1) // 2), 10))
+    for ax, (action, obj, area) in zip(axes.flat, sorted(mistakes(pred, gt, set()),
+                                                       key=lambda m: -m[2])[:n], strict=False):
+        mask = pred == obj if action == "remove" else gt == obj
+        cy, cx = centre(mask)
+        win = np.s_[max(cy - 120, 0):cy + 120, max(cx - 120, 0):cx + 120]
+        ax.imshow(grey[win], cmap="gray", vmin=lo, vmax=hi)
+        for layer, colour, width in ((gt > 0, "lime", 0.8), (pred > 0, "red", 0.8),
+                                     (mask, "yellow", 2.0)):
+            ax.contour(layer[win], [0.5], colors=colour, linewidths=width)
+        ax.set_title(f"{action} {obj} ({area} px)")
+    fig.savefig(path, dpi=60)
+    plt.close(fig)
+
+
 def merge(paths: list[Path]) -> dict:
     """The kinds of several result files in one (later files win), with each file's args."""
     merged: dict = {"args": [], "kinds": {}}
@@ -350,6 +376,9 @@ def main() -> None:
     parser.add_argument("--paint", action="store_true",
                         help="missed cells are painted exactly (the true mask) instead of "
                         "clicked: what the learning does with a perfect mask")
+    parser.add_argument("--mistakes-png", type=Path,
+                        help="draw the largest mistakes of the corrected image's start "
+                        "prediction (one kind)")
     parser.add_argument("--masks-only", action="store_true",
                         help="only the add-click masks of every missed object (no training)")
     parser.add_argument("--json", type=Path)
@@ -387,6 +416,10 @@ def main() -> None:
         pick = order[min(args.image, len(order) - 1)]
         target, others = val[pick], [v for i, v in enumerate(val) if i != pick]
         log(name, "corrected image", target[0])
+        if args.mistakes_png:
+            settings = LiveSettings(seed=args.seed, device="cpu")
+            draw_mistakes(Session(model, target[1], target[2], kind, settings), target[1],
+                          args.mistakes_png)
         results["kinds"][name] = {v: run_variant(model, target, others[: args.others], kind, v,
                                                  args, log) for v in args.variants}
         if args.json:

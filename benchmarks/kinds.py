@@ -44,6 +44,7 @@ import protocols as P  # noqa: E402
 from napari_unet.core.instances import label_instances  # noqa: E402
 from napari_unet.core.metrics import average_precision  # noqa: E402
 from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
+from napari_unet.core.scale import data_diameter  # noqa: E402
 from napari_unet.core.segment import segment  # noqa: E402
 from napari_unet.core.training import train_to_completion  # noqa: E402
 from napari_unet.models import load_pretrained  # noqa: E402
@@ -186,7 +187,10 @@ def run_kind(kind: Kind, args: argparse.Namespace, log) -> dict:
     out: dict = {"n_val": len(val)}
     if kind.start and not args.no_start:
         t0 = time.perf_counter()
-        out["start"] = score_unet(load_pretrained(kind.start), val, kind, diameter="auto")
+        start = load_pretrained(kind.start)  # the product's default: its recorded scale, or
+        diameter = None if data_diameter(start) else "auto"  # "auto" without one (Predict)
+        out["start"] = score_unet(start, val, kind, diameter=diameter)
+        out["start"]["diameter"] = str(diameter)
         log(kind.name, "start", kind.start, out["start"], time.perf_counter() - t0)
     for protocol in args.protocols:
         images, labels, dense = annotation(protocol, train, args.seed, kind)

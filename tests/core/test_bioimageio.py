@@ -8,6 +8,7 @@ import gc
 import hashlib
 import io
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -236,7 +237,9 @@ def test_torchscript_is_the_network_with_softmax(config):
     """The TorchScript weights compute softmax(UNet) for every architecture, at any valid size."""
     torch.manual_seed(0)
     model = UNet(**{"base_channels": 4, "depth": 2, **config}).eval()
-    scripted = torch.jit.load(io.BytesIO(bmz.torchscript_bytes(model)))
+    with warnings.catch_warnings():  # TorchScript is what bioimage.io runs; deprecated in torch
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        scripted = torch.jit.load(io.BytesIO(bmz.torchscript_bytes(model)))
     smallest, step = bmz._size_range(model)
     for side in (smallest, smallest + 3 * step):
         x = torch.rand(2, 1, side, side + step)

@@ -172,6 +172,10 @@ def test_from_prediction_and_auto_retrain_count(setup, scene, monkeypatch):
     layer = widget.new_annotation_layer(from_prediction=True)
     assert widget._labels_combo.value is layer
     np.testing.assert_array_equal(layer.data, np.where(scene["pred"] > 0, scene["pred"] + 1, 1))
+    from napari_unet.widgets.paint import is_explained
+
+    grey = np.asarray(layer.colormap.map(np.array([1])))[0]  # background as on a painted layer
+    assert is_explained(layer) and np.allclose(grey[:3], grey[0])
     calls = []
     monkeypatch.setattr(AnnotateWidget, "retrain", lambda self, **kw: calls.append(kw))
     widget._auto.value = 2

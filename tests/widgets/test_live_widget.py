@@ -87,8 +87,9 @@ def test_live_learns_clicks_refreshes_pauses_and_stops(live_setup, qtbot):
 def test_visible_region_follows_the_camera(live_setup, qtbot):
     viewer, _, _, _ = live_setup
     image = viewer.layers["img"]
-    viewer.camera.zoom = viewer.camera.zoom * 4
-    viewer.camera.center = (20, 20)
+    camera = viewer.camera if not hasattr(viewer, "scene") else viewer.scene.camera
+    camera.zoom = camera.zoom * 4
+    camera.center = (20, 20)
     qtbot.wait(50)
     rows, cols = visible_region(image)
     assert 0 <= rows.start < 20 < rows.stop < 96 and 0 <= cols.start < 20 < cols.stop < 96

@@ -32,6 +32,7 @@ import io
 import json
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -157,9 +158,11 @@ def _cpu_copy(model: UNet) -> UNet:
 
 def torchscript_bytes(model: UNet) -> bytes:
     """The model (eval mode, CPU, softmax output) compiled with ``torch.jit.script``, as bytes."""
-    scripted = torch.jit.script(_ScriptableUNet(_cpu_copy(model)).eval())
-    buffer = io.BytesIO()
-    torch.jit.save(scripted, buffer)
+    with warnings.catch_warnings():  # bioimage.io's "torchscript" weights need TorchScript,
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # deprecated in torch
+        scripted = torch.jit.script(_ScriptableUNet(_cpu_copy(model)).eval())
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
     return buffer.getvalue()
 
 

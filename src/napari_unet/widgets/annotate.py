@@ -35,7 +35,7 @@ from magicgui.widgets import (
 )
 
 from napari_unet.core.annotate import click_edit, labels_from_prediction, stack_indices
-from napari_unet.widgets import _layers, _notify, _roles
+from napari_unet.widgets import _layers, _notify, _roles, paint
 from napari_unet.widgets._qt import unless_deleted
 from napari_unet.widgets._session import get_session
 from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
@@ -247,6 +247,8 @@ class AnnotateWidget(Container):
                         for k, vals in (("scale", list(image.scale)),
                                         ("translate", list(image.translate)))}
         layer = self._viewer.add_labels(labels, name=name, opacity=0.6, **geometry)
+        if not self._dense.value:  # background (1) grey and named, as on a painted layer
+            paint.explain_layer(layer, sparse_labels=True)
         self._labels_combo.value = layer
         return layer
 

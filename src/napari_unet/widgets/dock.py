@@ -2,7 +2,9 @@
 
 Each tab holds one of the plugin's widgets (the same classes the Plugins menu opens one by one)
 inside a scroll area, so the dock's minimum height stays small and the window fits a 1366x768
-screen whatever a tab holds. All tabs share the viewer's model session (``_session``).
+screen whatever a tab holds; the dock is as wide as its widest tab (up to ``MAX_WIDTH``), so no
+tab's text is cut off at the right edge. All tabs share the viewer's model session
+(``_session``).
 """
 
 from __future__ import annotations

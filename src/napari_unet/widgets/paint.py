@@ -58,17 +58,19 @@ def is_explained(layer: Labels) -> bool:
     return (layer.metadata or {}).get(CONVENTION_METADATA) == "sparse"
 
 
-def explain_layer(layer: Labels) -> bool:
+def explain_layer(layer: Labels, sparse_labels: bool = False) -> bool:
     """Name and colour the roles on an empty ``layer`` (1 grey, "background" on hover).
 
     The first stroke then paints a cell (label 2) and the layer is marked sparse. Returns
-    False, changing nothing, for a layer that already holds labels.
+    False, changing nothing, for a layer that already holds labels, unless the caller says
+    they are in the sparse convention (``sparse_labels``, e.g. made from a prediction).
     """
     if is_explained(layer):
         return True
-    if has_labels(layer.data):
+    if has_labels(layer.data) and not sparse_labels:
         return False
-    layer.colormap = label_colormap()
+    top = int(np.max(layer.data)) if np.size(layer.data) else 0
+    layer.colormap = label_colormap(top + _COLOURED_IDS)
     layer.features = {"index": [0, BACKGROUND_LABEL], "role": ["unlabeled", "background"]}
     layer.metadata = {**(layer.metadata or {}), CONVENTION_METADATA: "sparse"}
     layer.bind_key(NEW_CELL_KEY, _key_action(select_new_cell), overwrite=True)
