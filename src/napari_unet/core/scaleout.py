@@ -779,10 +779,10 @@ def predict_file(
 class FileMaps:
     """The network's output for one image file, before labelling (see :func:`file_maps`)."""
 
-    model: UNet
     fg: np.ndarray
     interior: np.ndarray | None
     factor: float
+    threshold: float  # the model's calibrated threshold (``segment.model_threshold``)
 
 
 def file_maps(model_ref: Any, path: str | os.PathLike, *, channel_axis: int | None = None,
@@ -790,7 +790,7 @@ def file_maps(model_ref: Any, path: str | os.PathLike, *, channel_axis: int | No
               **kw: Any) -> FileMaps:
     """Read ``path`` and run the network on it (the part of ``predict_file`` on the cores)."""
     from .io import read_image
-    from .segment import guess_channel_axis, predict_maps, prepare_image
+    from .segment import guess_channel_axis, model_threshold, predict_maps, prepare_image
 
     model = _resolve_model(model_ref)
     image = np.asarray(read_image(path))
@@ -798,7 +798,7 @@ def file_maps(model_ref: Any, path: str | os.PathLike, *, channel_axis: int | No
         channel_axis = guess_channel_axis(image.shape)
     arr, axis = prepare_image(image, channel_axis, model, conversion)
     fg, interior, factor = predict_maps(model, arr, channel_axis=axis, diameter=diameter, **kw)
-    return FileMaps(model, fg, interior, factor)
+    return FileMaps(fg, interior, factor, model_threshold(model))
 
 
 def write_file_labels(maps: FileMaps, out: str | os.PathLike, *, threshold: float | None = None,
@@ -808,9 +808,9 @@ def write_file_labels(maps: FileMaps, out: str | os.PathLike, *, threshold: floa
     """Label ``maps`` and write the labels (and probabilities) atomically: the rest of
     ``predict_file``, which can run beside the network's work on the next file."""
     from .io import write_array
-    from .segment import label_probability, min_size_for, model_threshold
+    from .segment import label_probability, min_size_for
 
-    threshold = model_threshold(maps.model) if threshold is None else float(threshold)
+    threshold = maps.threshold if threshold is None else float(threshold)
     min_size = min_size_for(maps.factor) if min_size is None else int(min_size)
     labels = label_probability(maps.fg, threshold, min_size, maps.interior)
     out = Path(out)
@@ -828,8 +828,8 @@ def write_file_labels(maps: FileMaps, out: str | os.PathLike, *, threshold: floa
 
 def _predict_local(ref: Any, jobs: Sequence[_FileJob], kw: dict[str, Any],
                    counter: _Runner) -> None:
-    """In-memory files in this process: labelling and writing one file in a second thread
-    while the network runs on the next (torch releases the interpreter lock in its kernels)."""
+    """In-memory files here: labelling and writing one file in a second thread while the
+    network runs on the next (torch releases the interpreter lock in its kernels)."""
     from concurrent.futures import ThreadPoolExecutor
 
     kw = dict(kw)
