@@ -239,7 +239,7 @@ def main() -> None:
     """Parse arguments, run every kind, print and write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
-    parser.add_argument("--protocols", nargs="+", default=["dense-3", "sparse-10"])
+    parser.add_argument("--protocols", nargs="*", default=["dense-3", "sparse-10"])
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--classes", type=int, nargs="*", default=[2, 3],
                         help="network outputs: 2 (background, cell), 3 (+ cell border)")
