@@ -63,6 +63,7 @@ VARIANTS = {
     "plain": {"recent_fraction": 0.0, "correction_weight": 1.0},
     "replay": {"recent_fraction": 0.5, "correction_weight": 3.0, "replay_fraction": 0.5},
     "balanced": {"recent_fraction": 0.5, "correction_weight": 3.0, "balanced_distill": True},
+    "guarded": {"recent_fraction": 0.5, "correction_weight": 3.0, "guard_removals": True},
     "balanced-replay": {"recent_fraction": 0.5, "correction_weight": 3.0,
                         "balanced_distill": True, "replay_fraction": 0.5},
 }
@@ -159,8 +160,9 @@ class Session:
 
     def predict(self) -> None:
         """The live trainer's prediction of the whole image, labelled."""
-        fg, interior, _ = self.trainer.predict()
+        fg, interior, region = self.trainer.predict()
         self.fg = fg
+        self.kept = self.trainer.kept_cells(fg, region)  # what the Live warning reads
         self.pred = label_probability(fg, self.threshold, min_size_for(self.factor), interior)
 
     def click(self, action: str, obj: int) -> tuple[np.ndarray, float | None]:
@@ -243,7 +245,8 @@ def run_variant(model0: UNet, target, others: list, kind: K.Kind, variant: str,
         elapsed += time.perf_counter() - t0
         fixed.append(session.fixed(action, mask))
         point = {"clicks": n, "seconds": round(elapsed, 2), "action": action,
-                 "accuracy": K.accuracy(session.pred, target[2]), "fixed": fixed[-1]}
+                 "accuracy": K.accuracy(session.pred, target[2]), "fixed": fixed[-1],
+                 "kept": session.kept}
         if n % args.others_every == 0 or n == args.clicks:
             point["others"] = others_accuracy(session.trainer.model, others, kind)
         curve.append(point)

@@ -221,3 +221,14 @@ def test_has_labels_is_true_for_any_id_above_0():
     assert not has_labels(np.zeros((4, 4), np.uint16))
     assert not has_labels(np.zeros((0, 4), np.uint16))
     assert has_labels(np.eye(3, dtype=np.int32))
+
+
+def test_ids_above_moves_new_objects_past_the_existing_ones():
+    from napari_unet.core.labels import ids_above
+
+    existing = np.array([[0, 3], [5, 0]], np.uint16)
+    new = np.array([[1, 0], [2, 2]], np.int64)
+    out = ids_above(new, existing)
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, [[7, 0], [8, 8]])
+    np.testing.assert_array_equal(ids_above(np.zeros((2, 2), int), existing), 0)

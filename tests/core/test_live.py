@@ -154,3 +154,22 @@ def test_given_factor_sets_the_scale_of_training_and_prediction():
         closed.metadata["scale"]["object_diameter"] / 0.5)
     with pytest.raises(ValueError, match="factor"):
         LiveTrainer(load_pretrained(), image, factor=-1.0)
+
+
+def test_kept_cells_measures_what_the_start_model_found_off_the_labels():
+    """1.0 for the start prediction itself, 0.0 for one that finds nothing; None before the
+    first step and for a new network (nothing to keep)."""
+    image, truth = make_cells((128, 128), n_cells=8, seed=6)
+    trainer = LiveTrainer(load_pretrained(), image, LiveSettings(device="cpu"))
+    trainer.update(_sparse(truth))
+    whole = (slice(0, 128), slice(0, 128))
+    assert trainer.kept_cells(np.ones(image.shape, np.float32), whole) is None
+    trainer.step()
+    fg0 = trainer._start_cells.astype(np.float32)
+    assert trainer.kept_cells(fg0, whole) == 1.0
+    assert trainer.kept_cells(np.zeros(image.shape, np.float32), whole) == 0.0
+    fresh = LiveTrainer(_tiny(), image, LiveSettings(device="cpu"))
+    fresh.update(_sparse(truth))
+    fresh.step()
+    assert fresh.kept_cells(fg0, whole) is None
+

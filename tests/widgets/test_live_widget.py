@@ -107,3 +107,14 @@ def test_live_without_model_says_so(make_napari_viewer, monkeypatch):
     assert widget.start_live() is None
     assert "no model" in messages[-1] and widget._live_box.value is False
     assert get_session(viewer).training is None
+
+
+def test_overlay_status_warns_when_most_cells_are_lost():
+    from napari_unet.widgets.live import Overlay, overlay_status
+
+    region = (slice(0, 4), slice(0, 4))
+    blank = np.zeros((4, 4), np.float32)
+    fine = Overlay(region, blank, blank.astype(np.int32), 10, 0.5, kept=0.9)
+    assert "overlay refreshed" in overlay_status(fine, 1)
+    lost = Overlay(region, blank, blank.astype(np.int32), 10, 0.5, kept=0.1)
+    assert "only 10%" in overlay_status(lost, 1)

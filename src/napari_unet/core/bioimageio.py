@@ -44,8 +44,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import model as model_module
-from .checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, _from_dict, _package_version
-from .checkpoint import _plain as plain_metadata
+from .checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    model_from_dict,
+    package_version,
+    plain_metadata,
+)
 from .io import atomic_write
 from .model import UNet
 from .normalize import DEFAULT_PERCENTILES, model_percentiles
@@ -413,7 +419,7 @@ def _napari_config(model: UNet) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "napari_unet_version": _package_version(),
+        "napari_unet_version": package_version(),
         "config": plain_metadata(model.config, "config"),
         "metadata": metadata,
         "state_dict": _FILES["weights"],
@@ -557,7 +563,7 @@ def readme_text(model: UNet, name: str, license: str, sample_note: str) -> str:
         f"# {name}",
         "",
         "A U-Net (Ronneberger, Fischer & Brox 2015) for cell segmentation in 2D microscopy "
-        f"images, trained and exported with napari-unet {_package_version()}.",
+        f"images, trained and exported with napari-unet {package_version()}.",
         "",
         *_readme_use(model),
         "",
@@ -772,7 +778,7 @@ def load_package(path: str | os.PathLike, map_location: Any = "cpu") -> UNet:
         "metadata": entry.get("metadata") or {},
         "state_dict": state,
     }
-    return _from_dict(checkpoint, str(path), map_location)
+    return model_from_dict(checkpoint, str(path), map_location)
 
 
 def load_any(path: str | os.PathLike, map_location: Any = "cpu") -> UNet:

@@ -29,7 +29,8 @@ class CheckpointError(ValueError):
     """A file is not a usable napari-unet checkpoint (corrupt, foreign or incompatible)."""
 
 
-def _package_version() -> str:
+def package_version() -> str:
+    """The installed napari-unet version, recorded in checkpoints and packages."""
     try:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -44,7 +45,7 @@ def _package_version() -> str:
     return str(getattr(napari_unet, "__version__", "unknown"))
 
 
-def _plain(value: Any, where: str = "metadata") -> Any:
+def plain_metadata(value: Any, where: str = "metadata") -> Any:
     """Convert ``value`` to plain Python types (weights_only-loadable) or raise ValueError."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -59,10 +60,10 @@ def _plain(value: Any, where: str = "metadata") -> Any:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ValueError(f"{where} keys must be strings, got {k!r}")
-            out[k] = _plain(v, f"{where}[{k!r}]")
+            out[k] = plain_metadata(v, f"{where}[{k!r}]")
         return out
     if isinstance(value, (list, tuple)):
-        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [plain_metadata(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
     raise ValueError(
         f"{where} holds a {type(value).__name__}; checkpoint metadata must be made of "
@@ -77,9 +78,9 @@ def checkpoint_dict(model: UNet) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "napari_unet_version": _package_version(),
-        "config": _plain(model.config, "config"),
-        "metadata": _plain(dict(model.metadata)),
+        "napari_unet_version": package_version(),
+        "config": plain_metadata(model.config, "config"),
+        "metadata": plain_metadata(dict(model.metadata)),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
 
@@ -114,7 +115,8 @@ def save_model(model: UNet, path: str | os.PathLike, overwrite: bool = False) ->
     return path
 
 
-def _from_dict(data: Any, source: str, map_location: Any) -> UNet:
+def model_from_dict(data: Any, source: str, map_location: Any) -> UNet:
+    """A :class:`UNet` from a loaded checkpoint dict; ``CheckpointError`` naming ``source``."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         values = data.values() if isinstance(data, dict) else ()
         if values and all(isinstance(v, torch.Tensor) for v in values):
@@ -160,7 +162,7 @@ def _load(f: BinaryIO | str, source: str, map_location: Any) -> UNet:
             f"{source} is not a readable napari-unet checkpoint (corrupt, truncated or a "
             f"different kind of file): {type(e).__name__}: {reason}"
         ) from e
-    return _from_dict(data, source, map_location)
+    return model_from_dict(data, source, map_location)
 
 
 def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> UNet:

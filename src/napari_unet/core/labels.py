@@ -9,6 +9,7 @@ needs: instance ids ``1..n`` (0 = not a cell) and a boolean mask of pixels the l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ __all__ = [
     "UNLABELED",
     "as_label_array",
     "has_labels",
+    "ids_above",
     "looks_dense",
     "next_cell_id",
     "only_default_label",
@@ -286,3 +288,12 @@ def read_default_label(
         "use label 1 for background and 2, 3, … for cells"
     )
     return out, note
+
+
+def ids_above(labels: np.ndarray, existing: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """``labels`` with its ids moved above every id in ``existing`` (0 stays 0), so that
+    objects written into a region of an instance layer never merge with the ones there."""
+    labels = np.asarray(labels)
+    offset = int(np.max(existing)) + 1 if labels.any() and np.size(existing) else 0
+    out = np.where(labels > 0, labels + offset, 0)
+    return out.astype(dtype if dtype is not None else np.asarray(existing).dtype)

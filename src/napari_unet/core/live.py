@@ -23,29 +23,34 @@ import torch
 
 from .device import free_device_memory, resolve_device
 from .scale import model_diameter, resample
+from .segment import model_threshold
 from .tiling import predict_region
 from .training import (
     FINE_TUNE_LEARNING_RATE,
+    PatchSampler,
     TrainConfig,
-    _PatchSampler,
-    _planes,
-    _Slice,
-    _slice_of,
+    TrainingSlice,
     check_label_classes,
     correction_settings,
     default_patch_size,
     distillation_loss,
     is_trained,
     keeps_unlabeled,
+    training_planes,
     training_scale,
+    training_slice,
     weighted_cross_entropy,
 )
 
-__all__ = ["LIVE_LEARNING_RATE", "LiveSettings", "LiveTrainer"]
+__all__ = ["KEPT_WARNING", "LIVE_LEARNING_RATE", "LiveSettings", "LiveTrainer"]
 
 #: a click should be learned within a few dozen steps: 3x the one-shot fine-tuning rate
 #: (benchmarks/README.md, finding L1)
 LIVE_LEARNING_RATE = 3 * FINE_TUNE_LEARNING_RATE
+
+#: warn when the model keeps less than this share of the cells it found at the start, away
+#: from the annotations: one correction undoing the model (benchmarks/README.md finding L8)
+KEPT_WARNING = 0.5
 
 
 @dataclass
@@ -60,6 +65,7 @@ class LiveSettings:
     correction_weight: float = 3.0
     replay_fraction: float = 0.0
     balanced_distill: bool = False
+    guard_removals: bool = False  # balanced distillation in batches that label no cell
     dense: bool = False
     diameter: float | None = None
     seed: int | None = 0
@@ -76,7 +82,7 @@ class LiveSettings:
             raise ValueError(f"correction_weight must be >= 1, got {self.correction_weight}")
 
 
-class _CorrectionSampler(_PatchSampler):
+class _CorrectionSampler(PatchSampler):
     """The training sampler, with part of the patch centres on recent corrections."""
 
     def __init__(self, *args: Any, recent: list[np.ndarray], fraction: float,
@@ -94,7 +100,7 @@ class _CorrectionSampler(_PatchSampler):
             return self.patch(s, int(self.rng.integers(h)), int(self.rng.integers(w)))
         return super().sample()
 
-    def _centre(self) -> tuple[_Slice, int, int]:
+    def _centre(self) -> tuple[TrainingSlice, int, int]:
         if self.fraction == 0.0 or self.rng.random() >= self.fraction:
             return super()._centre()
         age = np.arange(1, len(self.recent) + 1, dtype=np.float64)  # the newest weighs most
@@ -149,6 +155,8 @@ class LiveTrainer:
         self._sampler: _CorrectionSampler | None = None
         self._teacher = self._optimizer = None
         self._scaled_image: np.ndarray | None = None
+        self._start_cells: np.ndarray | None = None  # the start model's cells, off the labels
+        self._labeled: np.ndarray | None = None
         self._shapes: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     def _config(self, model: torch.nn.Module) -> TrainConfig:
@@ -188,15 +196,16 @@ class LiveTrainer:
         """A new training set from ``labels``; ``changed`` joins the recent corrections."""
         with warnings.catch_warnings(record=True) as caught:  # said once, in the status
             warnings.simplefilter("always")
-            planes = _planes(self.model, self.image, labels, self.cfg, self.channel_axis)
+            planes = training_planes(self.model, self.image, labels, self.cfg, self.channel_axis)
         if not planes:
             self._sampler, self.message = None, "waiting for annotations"
             return
         if self.factor is None:
             self.data_diameter, self.factor = training_scale(
                 self.model, [planes[0].instances[planes[0].mask]], self.cfg.diameter)
-        s = _slice_of(planes[0], self.factor, self.rng)
+        s = training_slice(planes[0], self.factor, self.rng)
         self._scaled_image = s.image
+        self._labeled = labels > 0
         if changed is not None and changed.any():
             self.corrections += 1
             self._recent.append(self._at_scale(changed, s.mask.shape))
@@ -219,7 +228,7 @@ class LiveTrainer:
             else changed
         return np.flatnonzero(small).astype(np.int64)
 
-    def _make_sampler(self, s: _Slice) -> _CorrectionSampler:
+    def _make_sampler(self, s: TrainingSlice) -> _CorrectionSampler:
         if self._shapes is None:
             side = default_patch_size(self.model, [s.mask.shape])
             in_shape = tuple(self.model.valid_input_shape((side, side)))
@@ -240,6 +249,8 @@ class LiveTrainer:
         """Optimizer, teacher and train mode (frozen BatchNorm statistics when fine-tuning)."""
         if self._optimizer is not None:
             return
+        if is_trained(self.model):  # what it finds before any update, to compare against
+            self._start_cells = self.predict()[0] > model_threshold(self.model)
         if (self.cfg.distill_weight or 0.0) > 0:
             self._teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self._teacher.to(self.device)
@@ -271,8 +282,10 @@ class LiveTrainer:
         if self._teacher is not None:
             with torch.no_grad():
                 soft = torch.softmax(self._teacher(x).float(), dim=1)
+            balanced = self.settings.balanced_distill or (
+                self.settings.guard_removals and not bool(((target > 0) & (weights > 0)).any()))
             loss = loss + self.cfg.distill_weight * distillation_loss(
-                logits, soft, weights == 0, balanced=self.settings.balanced_distill)
+                logits, soft, weights == 0, balanced=balanced)
         if not torch.isfinite(loss):
             raise ValueError("live training diverged (the loss is not finite)")
         loss.backward()
@@ -305,6 +318,16 @@ class LiveTrainer:
         fg = np.clip(1.0 - probs[0], 0.0, 1.0).astype(np.float32)
         interior = np.clip(probs[1], 0.0, 1.0).astype(np.float32) if probs.shape[0] > 2 else None
         return fg, interior, region
+
+    def kept_cells(self, fg: np.ndarray, region: tuple[slice, slice]) -> float | None:
+        """Share of the start model's cell pixels in ``region``, off the annotations, that
+        ``fg`` (a prediction of ``region``) still calls cell; None when there are too few."""
+        if self._start_cells is None or self._labeled is None:
+            return None
+        start = self._start_cells[region] & ~self._labeled[region]
+        if start.sum() < 100:
+            return None
+        return float(np.mean(fg[start] > model_threshold(self.model)))
 
     def close(self) -> torch.nn.Module:
         """End the session: the model in eval mode on the CPU, device memory freed."""

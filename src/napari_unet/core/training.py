@@ -165,7 +165,7 @@ class TrainProgress:
 
 
 @dataclass
-class _Slice:
+class TrainingSlice:
     """One 2D training image: normalized ``(C, Y, X)`` image, instances, mask, centres."""
 
     image: np.ndarray
@@ -213,7 +213,7 @@ def _normalize(image: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Plane:
+class TrainingPlane:
     """One 2D training plane before resampling: ``(C, Y, X)`` image, instances, mask."""
 
     image: np.ndarray
@@ -249,9 +249,9 @@ def _colour_to_model(
     return img
 
 
-def _planes(
+def training_planes(
     model: torch.nn.Module, images: Any, labels: Any, cfg: TrainConfig, channel_axis: int | None
-) -> list[_Plane]:
+) -> list[TrainingPlane]:
     """Validate all image/label pairs and split them into labeled 2D planes."""
     image_list = _as_list(images, "images")
     label_list = _as_list(labels, "labels")
@@ -259,7 +259,7 @@ def _planes(
         raise ValueError(f"got {len(image_list)} images but {len(label_list)} label images")
     if not isinstance(getattr(model, "metadata", None), dict):
         model.metadata = {}
-    planes: list[_Plane] = []
+    planes: list[TrainingPlane] = []
     for img, lab in zip(image_list, label_list, strict=True):
         colour = channel_axis is not None and int(model.in_channels) == 1
         for message in validate_pair(
@@ -273,7 +273,8 @@ def _planes(
         instances = instances.reshape((-1, *instances.shape[-2:]))
         mask = mask.reshape((-1, *mask.shape[-2:]))
         planes.extend(
-            _Plane(img[z], instances[z], mask[z]) for z in range(img.shape[0]) if mask[z].any()
+            TrainingPlane(img[z], instances[z], mask[z])
+            for z in range(img.shape[0]) if mask[z].any()
         )
     return planes
 
@@ -295,7 +296,7 @@ def training_scale(model: torch.nn.Module, planes_instances: Sequence[np.ndarray
     return diameter, training_factor(diameter, model_size)
 
 
-def _slice_of(plane: _Plane, factor: float, rng: np.random.Generator) -> _Slice:
+def training_slice(plane: TrainingPlane, factor: float, rng: np.random.Generator) -> TrainingSlice:
     """A normalized training slice of ``plane`` resampled by ``factor``."""
     image, instances, mask = plane.image, plane.instances, plane.mask
     if factor != 1.0:
@@ -304,7 +305,7 @@ def _slice_of(plane: _Plane, factor: float, rng: np.random.Generator) -> _Slice:
         instances = resample(instances, shape, order=0)
         mask = resample(mask, shape, order=0)
     cells = instances > 0
-    return _Slice(
+    return TrainingSlice(
         image=_normalize(image), instances=instances, mask=mask,
         fg=_candidates(cells & mask, rng), bg=_candidates(~cells & mask, rng),
     )
@@ -317,15 +318,15 @@ def _prepare(
     cfg: TrainConfig,
     channel_axis: int | None,
     rng: np.random.Generator,
-) -> tuple[list[_Slice], dict[str, float | None]]:
+) -> tuple[list[TrainingSlice], dict[str, float | None]]:
     """Validate, split, resample to the training scale and normalize all pairs."""
-    planes = _planes(model, images, labels, cfg, channel_axis)
+    planes = training_planes(model, images, labels, cfg, channel_axis)
     if not planes:
         raise ValueError(NO_LABELS_MESSAGE)
     diameter, factor = training_scale(
         model, [p.instances[p.mask] for p in planes], cfg.diameter
     )
-    slices = [_slice_of(p, factor, rng) for p in planes]
+    slices = [training_slice(p, factor, rng) for p in planes]
     check_label_classes(
         any(s.fg.size for s in slices),
         any(s.bg.size for s in slices),
@@ -375,12 +376,12 @@ def default_patch_size(model: torch.nn.Module, slices_shape: Sequence[tuple[int,
     return max(1, min(DEFAULT_OUTPUT_PATCH, largest))
 
 
-class _PatchSampler:
+class PatchSampler:
     """Draws augmented ``(image, target, weight)`` training patches."""
 
     def __init__(
         self,
-        slices: list[_Slice],
+        slices: list[TrainingSlice],
         cfg: TrainConfig,
         in_shape: tuple[int, int],
         out_shape: tuple[int, int],
@@ -399,7 +400,7 @@ class _PatchSampler:
         self.fg_counts = np.array([s.fg.size for s in slices], dtype=np.float64)
         self.bg_counts = np.array([s.bg.size for s in slices], dtype=np.float64)
 
-    def _centre(self) -> tuple[_Slice, int, int]:
+    def _centre(self) -> tuple[TrainingSlice, int, int]:
         use_fg = self.bg_counts.sum() == 0 or (
             self.fg_counts.sum() > 0 and self.rng.random() < self.cfg.foreground_fraction
         )
@@ -410,7 +411,7 @@ class _PatchSampler:
         cy, cx = divmod(flat, s.mask.shape[1])
         return s, cy, cx
 
-    def _extract(self, s: _Slice, cy: int, cx: int):
+    def _extract(self, s: TrainingSlice, cy: int, cx: int):
         (ih, iw), (oh, ow), (py, px) = self.in_shape, self.out_shape, self.offset
         top, left = cy - oh // 2 - py, cx - ow // 2 - px
         h, w = s.mask.shape
@@ -432,7 +433,8 @@ class _PatchSampler:
                 break
         return patch
 
-    def patch(self, s: _Slice, cy: int, cx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def patch(self, s: TrainingSlice, cy: int, cx: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The augmented patch whose output is centred on ``(cy, cx)`` of ``s``."""
         (oh, ow), (py, px) = self.out_shape, self.offset
         image, instances, mask = self._extract(s, cy, cx)
@@ -537,7 +539,7 @@ def trust_from(agreement: torch.Tensor) -> float:
 
 
 def _starting_trust(
-    model: torch.nn.Module, sampler: _PatchSampler, batch_size: int, device: Any, use_amp: bool
+    model: torch.nn.Module, sampler: PatchSampler, batch_size: int, device: Any, use_amp: bool
 ) -> float:
     """:func:`trust_from` the model's predictions on a few training batches (before training)."""
     agreement = torch.zeros(())
@@ -638,13 +640,13 @@ class _Resolved:
 
 
 def _make_sampler(
-    model: torch.nn.Module, cfg: TrainConfig, slices: list[_Slice], rng: np.random.Generator
-) -> tuple[_PatchSampler, int]:
+    model: torch.nn.Module, cfg: TrainConfig, slices: list[TrainingSlice], rng: np.random.Generator
+) -> tuple[PatchSampler, int]:
     """The patch sampler of a run and its output patch side."""
     side = cfg.patch_size or default_patch_size(model, [s.mask.shape for s in slices])
     in_shape = tuple(model.valid_input_shape((side, side)))
     out_shape = tuple(model.output_shape(in_shape))
-    return _PatchSampler(slices, cfg, in_shape, out_shape, rng, int(model.n_classes)), side
+    return PatchSampler(slices, cfg, in_shape, out_shape, rng, int(model.n_classes)), side
 
 
 def _resolve(cfg: TrainConfig, fine_tuning: bool) -> _Resolved:
@@ -667,9 +669,9 @@ def _resolve(cfg: TrainConfig, fine_tuning: bool) -> _Resolved:
 def _record_start(
     model: torch.nn.Module,
     cfg: TrainConfig,
-    slices: list[_Slice],
+    slices: list[TrainingSlice],
     scale: dict[str, Any],
-    sampler: _PatchSampler,
+    sampler: PatchSampler,
     side: int,
 ) -> tuple[dict[str, Any], float | None]:
     """Write the run's settings into ``model.metadata``; returns them and the old threshold."""
@@ -819,7 +821,7 @@ def _start_run(
     model: torch.nn.Module,
     cfg: TrainConfig,
     res: _Resolved,
-    sampler: _PatchSampler,
+    sampler: PatchSampler,
     settings: dict[str, Any],
 ) -> _Run:
     """Move the model to its device in train mode and build the optimizer and the terms."""
@@ -923,7 +925,8 @@ def _release(model: torch.nn.Module, device: Any, threads: int | None) -> None:
 _PRIOR_SLICES, _PRIOR_SIDE = 4, 512
 
 
-def _predicted_cell_prior(model: torch.nn.Module, slices: list[_Slice], device: Any) -> float:
+def _predicted_cell_prior(model: torch.nn.Module, slices: list[TrainingSlice],
+                          device: Any) -> float:
     """Fraction of cell pixels the model predicts on (crops of) its training slices.
 
     Sparse labels say nothing about how much of an image is cell, so the prior comes from the
@@ -948,7 +951,7 @@ def _predicted_cell_prior(model: torch.nn.Module, slices: list[_Slice], device: 
 
 
 def _calibrate(
-    model: torch.nn.Module, slices: list[_Slice], mass: ClassMass, cfg: TrainConfig,
+    model: torch.nn.Module, slices: list[TrainingSlice], mass: ClassMass, cfg: TrainConfig,
     start_threshold: float | None, device: Any,
 ) -> None:
     """Store the calibrated threshold (``core.calibration``) in ``model.metadata``."""

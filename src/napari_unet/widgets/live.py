@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from napari_unet.core.labels import ids_above
 from napari_unet.core.segment import label_probability, min_size_for, model_threshold
 from napari_unet.widgets import _notify
 from napari_unet.widgets._layers import image_layer_data
@@ -52,6 +53,7 @@ class Overlay:
     instances: np.ndarray
     steps: int
     loss: float | None
+    kept: float | None = None  # share of the start model's cells still found (kept_cells)
 
 
 class _Control:
@@ -101,7 +103,20 @@ def _overlay(trainer: LiveTrainer, region: tuple[slice, slice] | None) -> Overla
     fg, interior, region = trainer.predict(region)
     labels = label_probability(fg, model_threshold(trainer.model),
                                min_size_for(trainer.factor or 1.0), interior)
-    return Overlay(region, fg, labels, trainer.steps, trainer.loss)
+    return Overlay(region, fg, labels, trainer.steps, trainer.loss,
+                   trainer.kept_cells(fg, region))
+
+
+def overlay_status(overlay: Overlay, count: int) -> str:
+    """The status line after an overlay refresh, with a warning when most cells are lost."""
+    from napari_unet.core.live import KEPT_WARNING
+
+    if overlay.kept is not None and overlay.kept < KEPT_WARNING:
+        return (f"live: the model now finds only {overlay.kept:.0%} of the cells it found at "
+                "the start, away from your corrections: the last correction may be teaching "
+                "it that cells are background. Pause and check it")
+    return (f"live: step {overlay.steps}, loss {overlay.loss:.3f}; overlay refreshed on "
+            f"screen ({count})")
 
 
 def visible_region(layer: Any) -> tuple[slice, slice] | None:
@@ -242,15 +257,12 @@ class LiveSession:
             return  # the user replaced a layer: leave it alone
         where = (*self._lead, *overlay.region)
         prob.data[where] = overlay.probability
-        labels = overlay.instances
-        offset = int(np.max(inst.data)) + 1 if labels.any() else 0
-        inst.data[where] = np.where(labels > 0, labels + offset, 0).astype(inst.data.dtype)
+        inst.data[where] = ids_above(overlay.instances, inst.data)
         prob.refresh()
         inst.refresh()
         self.overlays += 1
         if self.on_status is not None:
-            self.on_status(f"live: step {overlay.steps}, loss {overlay.loss:.3f}; overlay "
-                           f"refreshed on screen ({self.overlays})")
+            self.on_status(overlay_status(overlay, self.overlays))
 
     def _errored(self, exc: Exception) -> None:
         _notify.notify_error(f"Live training stopped: {exc}")
