@@ -63,7 +63,6 @@ VARIANTS = {
     "plain": {"recent_fraction": 0.0, "correction_weight": 1.0},
     "replay": {"recent_fraction": 0.5, "correction_weight": 3.0, "replay_fraction": 0.5},
     "balanced": {"recent_fraction": 0.5, "correction_weight": 3.0, "balanced_distill": True},
-    "guarded": {"recent_fraction": 0.5, "correction_weight": 3.0, "guard_removals": True},
     "balanced-replay": {"recent_fraction": 0.5, "correction_weight": 3.0,
                         "balanced_distill": True, "replay_fraction": 0.5},
 }

@@ -65,7 +65,6 @@ class LiveSettings:
     correction_weight: float = 3.0
     replay_fraction: float = 0.0
     balanced_distill: bool = False
-    guard_removals: bool = False  # balanced distillation in batches that label no cell
     dense: bool = False
     diameter: float | None = None
     seed: int | None = 0
@@ -282,10 +281,8 @@ class LiveTrainer:
         if self._teacher is not None:
             with torch.no_grad():
                 soft = torch.softmax(self._teacher(x).float(), dim=1)
-            balanced = self.settings.balanced_distill or (
-                self.settings.guard_removals and not bool(((target > 0) & (weights > 0)).any()))
             loss = loss + self.cfg.distill_weight * distillation_loss(
-                logits, soft, weights == 0, balanced=balanced)
+                logits, soft, weights == 0, balanced=self.settings.balanced_distill)
         if not torch.isfinite(loss):
             raise ValueError("live training diverged (the loss is not finite)")
         loss.backward()

@@ -126,3 +126,24 @@ def spatial_shape(array: np.ndarray, channel_axis: int | None) -> tuple[int, ...
     if channel_axis is not None:
         del shape[channel_axis]
     return tuple(shape)
+
+
+def layer_choices(viewer: napari.viewer.Viewer, kind: str) -> list[tuple[str, Any]]:
+    """``(name, layer)`` pairs of the viewer's layers of type ``kind`` ("image", "labels")."""
+    return [(layer.name, layer) for layer in viewer.layers if is_kind(layer, kind)]
+
+
+_LIST_EVENTS = ("inserted", "removed", "reordered", "renamed")
+
+
+def connect_layer_list(viewer: napari.viewer.Viewer, callback: Any,
+                       disconnect: bool = False) -> None:
+    """Call ``callback`` whenever layers are added, removed, reordered or renamed."""
+    events = viewer.layers.events
+    for name in _LIST_EVENTS:
+        emitter = getattr(events, name, None)
+        if emitter is not None:
+            if disconnect:
+                emitter.disconnect(callback)
+            else:
+                emitter.connect(callback)

@@ -119,6 +119,18 @@ def _channels_first(image: np.ndarray, channel_axis: int | None, labels: np.ndar
     )
 
 
+def training_channels(pairs: Sequence[tuple[Image, Labels]]) -> int:
+    """The channel count training reads from the first pair (from the shapes, nothing copied),
+    so that a new network can be made before the data are collected against it."""
+    if not pairs:
+        raise ValueError("choose an image layer and a labels layer to train on")
+    image_layer, labels_layer = pairs[0]
+    data, channel_axis = image_layer_data(image_layer)
+    image = np.broadcast_to(np.zeros((), np.uint8), np.shape(data))
+    labels = np.broadcast_to(np.zeros((), np.uint8), np.shape(labels_layer.data))
+    return int(_channels_first(image, channel_axis, labels, image_layer.name)[1])
+
+
 def collect_training_data(
     pairs: Sequence[tuple[Image, Labels]], dense: bool, in_channels: int | None = None,
     model: UNet | None = None, one_class_ok: bool = False,

@@ -36,9 +36,9 @@ from magicgui.widgets import (
 
 from napari_unet.core.annotate import click_edit, labels_from_prediction, stack_indices
 from napari_unet.widgets import _layers, _notify, _roles, paint
+from napari_unet.widgets._layers import connect_layer_list, layer_choices
 from napari_unet.widgets._qt import unless_deleted
 from napari_unet.widgets._session import get_session
-from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
 from napari_unet.widgets.live import LiveSession, start_live
 from napari_unet.widgets.loss_plot import TrainingDisplay
 

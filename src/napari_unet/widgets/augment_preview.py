@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 
 from napari_unet.widgets import _layers, _notify, _roles
+from napari_unet.widgets._layers import connect_layer_list, layer_choices
 
 if TYPE_CHECKING:
     import napari
@@ -28,27 +29,6 @@ LEGEND = (
     "Right of the original: one random elastic deformation, as training shows the network "
     "(your image is not changed). Gold arrows: where each pixel takes its content from."
 )
-
-
-def layer_choices(viewer: napari.viewer.Viewer, kind: str) -> list[tuple[str, Any]]:
-    """``(name, layer)`` pairs of the viewer's layers of type ``kind`` ("image", "labels")."""
-    return [(layer.name, layer) for layer in viewer.layers if _layers.is_kind(layer, kind)]
-
-
-_LIST_EVENTS = ("inserted", "removed", "reordered", "renamed")
-
-
-def connect_layer_list(viewer: napari.viewer.Viewer, callback: Any,
-                       disconnect: bool = False) -> None:
-    """Call ``callback`` whenever layers are added, removed, reordered or renamed."""
-    events = viewer.layers.events
-    for name in _LIST_EVENTS:
-        emitter = getattr(events, name, None)
-        if emitter is not None:
-            if disconnect:
-                emitter.disconnect(callback)
-            else:
-                emitter.connect(callback)
 
 
 def field_vectors(field: np.ndarray, step: int | None = None) -> np.ndarray:

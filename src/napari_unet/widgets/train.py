@@ -57,6 +57,7 @@ from ._training_run import (
     describe_progress,
     load_starting_model,
     make_model,
+    training_channels,
     worker_threads,
 )
 from .loss_plot import TrainingDisplay
@@ -157,12 +158,11 @@ def _retrain_inputs(
     # removed objects alone are enough when the rest keeps the model's answer
     one_class_ok = base is not None and keeps_unlabeled(base, config)
     pairs = [(image_layer, labels_layer)]
-    images, labels, n_channels, warnings = collect_training_data(
-        pairs, dense, in_channels, one_class_ok=one_class_ok)
     model = copy.deepcopy(base) if base is not None else make_model(
-        n_channels, settings.get("depth"), settings.get("base_channels"),
+        training_channels(pairs), settings.get("depth"), settings.get("base_channels"),
         settings.get("padding"))
-    collect_training_data(pairs, dense, in_channels, model, one_class_ok=one_class_ok)
+    images, labels, _, warnings = collect_training_data(
+        pairs, dense, in_channels, model, one_class_ok=one_class_ok)
     return model, images, labels, config, warnings
 
 
@@ -477,14 +477,13 @@ class TrainWidget(ViewerWidget):
             if source != SOURCE_NEW and base is None:
                 raise ValueError("there is no current model to continue: choose 'new model'")
             in_channels = int(base.in_channels) if base is not None else None
-            images, labels, n_channels, warnings = collect_training_data(
-                pairs, config.dense, in_channels)
             if base is not None:
                 model = copy.deepcopy(base)
             else:
-                model = make_model(n_channels, self.depth.value(), self.width.value(),
-                                   self.padding.currentText())
-            collect_training_data(pairs, config.dense, in_channels, model)
+                model = make_model(training_channels(pairs), self.depth.value(),
+                                   self.width.value(), self.padding.currentText())
+            images, labels, _, warnings = collect_training_data(
+                pairs, config.dense, in_channels, model)
         except ValueError as exc:
             _notify.notify_in(self.status, f"Cannot train: {exc}")
             return None

@@ -15,7 +15,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 
 from napari_unet.core.weights import describe_weights, labels_weight_map
 from napari_unet.widgets import _layers, _notify, _roles
-from napari_unet.widgets.augment_preview import connect_layer_list, layer_choices
+from napari_unet.widgets._layers import connect_layer_list, layer_choices
 
 if TYPE_CHECKING:
     import napari
