@@ -250,7 +250,7 @@ class LiveTrainer:
             return
         if is_trained(self.model):  # what it finds before any update, to compare against
             self._start_cells = self.predict()[0] > model_threshold(self.model)
-        if (self.cfg.distill_weight or 0.0) > 0:
+        if self._teacher_kept():
             self._teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self._teacher.to(self.device)
         self.model.to(self.device)

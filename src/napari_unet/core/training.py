@@ -507,12 +507,12 @@ def distillation_loss(
     log_student = F.log_softmax(logits.float(), dim=1)
     kl = F.kl_div(log_student, teacher_probs, reduction="none").sum(dim=1)
     mask = unlabeled.to(kl.dtype)
-    if balanced:
+    if balanced:  # each present class sums to 1, so the weights' sum is >= 1 unless empty
         onehot = F.one_hot(teacher_probs.argmax(dim=1), teacher_probs.shape[1]).movedim(-1, 1)
-        per_class = (onehot.to(kl.dtype) * mask[:, None])
+        per_class = onehot.to(kl.dtype) * mask[:, None]
         counts = per_class.sum(dim=(0, 2, 3), keepdim=True)
         mask = (per_class / counts.clamp_min(1.0)).sum(dim=1)
-    return (kl * mask).sum() / mask.sum().clamp_min(1e-12) if bool(mask.any()) else kl.sum() * 0
+    return (kl * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def label_agreement(

@@ -133,17 +133,22 @@ def layer_choices(viewer: napari.viewer.Viewer, kind: str) -> list[tuple[str, An
     return [(layer.name, layer) for layer in viewer.layers if is_kind(layer, kind)]
 
 
-_LIST_EVENTS = ("inserted", "removed", "reordered", "renamed")
+#: the layer list's events after which layer pickers are refilled (a renamed layer must show
+#: its new name and be found by it)
+_LIST_EVENTS = ("inserted", "removed", "moved", "reordered", "renamed")
+
+
+def layer_list_events(viewer: napari.viewer.Viewer) -> tuple[Any, ...]:
+    """The layer list's emitters after which the layer pickers are refilled."""
+    events = viewer.layers.events
+    return tuple(e for e in (getattr(events, n, None) for n in _LIST_EVENTS) if e is not None)
 
 
 def connect_layer_list(viewer: napari.viewer.Viewer, callback: Any,
                        disconnect: bool = False) -> None:
-    """Call ``callback`` whenever layers are added, removed, reordered or renamed."""
-    events = viewer.layers.events
-    for name in _LIST_EVENTS:
-        emitter = getattr(events, name, None)
-        if emitter is not None:
-            if disconnect:
-                emitter.disconnect(callback)
-            else:
-                emitter.connect(callback)
+    """Call ``callback`` whenever layers are added, removed, moved, reordered or renamed."""
+    for emitter in layer_list_events(viewer):
+        if disconnect:
+            emitter.disconnect(callback)
+        else:
+            emitter.connect(callback)

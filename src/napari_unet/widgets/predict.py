@@ -40,7 +40,12 @@ from napari_unet.core.segment import (
 from napari_unet.widgets._qt import ViewerWidget, unless_deleted
 
 from . import _notify, _roles
-from ._layers import add_or_update_image, add_or_update_labels, image_layer_data
+from ._layers import (
+    add_or_update_image,
+    add_or_update_labels,
+    image_layer_data,
+    layer_list_events,
+)
 from ._session import Prediction, get_session
 from .loss_plot import LazyProgressBar, status_label
 
@@ -539,11 +544,3 @@ def _make_cleanup(widget: PredictWidget) -> Callable[..., None]:
 
     return cleanup
 
-
-def layer_list_events(viewer: napari.viewer.Viewer) -> tuple[Any, ...]:
-    """The layer list's events after which the layer pickers are refilled.
-
-    ``renamed``: a renamed layer must show its new name (and be found by it).
-    """
-    events = viewer.layers.events
-    return (events.inserted, events.removed, events.moved, events.renamed)

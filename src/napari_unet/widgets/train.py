@@ -49,6 +49,7 @@ from napari_unet.core.training import (
 from napari_unet.widgets._qt import ViewerWidget, calls_weakly, unless_deleted
 
 from . import _notify, _roles
+from ._layers import layer_list_events
 from ._session import TrainingBusyError, get_session
 from ._training_run import (
     TrainingRun,
@@ -61,7 +62,6 @@ from ._training_run import (
     worker_threads,
 )
 from .loss_plot import TrainingDisplay
-from .predict import layer_list_events
 
 if TYPE_CHECKING:
     import napari
