@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .device import free_device_memory, resolve_device
+from .losses import distillation_loss, weighted_cross_entropy
 from .scale import model_diameter, resample
 from .segment import model_threshold
 from .tiling import predict_region
@@ -33,13 +34,11 @@ from .training import (
     check_label_classes,
     correction_settings,
     default_patch_size,
-    distillation_loss,
     is_trained,
     keeps_unlabeled,
     training_planes,
     training_scale,
     training_slice,
-    weighted_cross_entropy,
 )
 
 __all__ = ["KEPT_WARNING", "LIVE_LEARNING_RATE", "LiveSettings", "LiveTrainer"]

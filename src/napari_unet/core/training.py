@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .augment import random_augment
 from .calibration import ClassMass, calibrated_threshold
 from .device import free_device_memory, resolve_device
 from .labels import NO_LABELS_MESSAGE, split_labels, validate_pair
+from .losses import distillation_loss, label_agreement, trust_from, weighted_cross_entropy
 from .normalize import DEFAULT_PERCENTILES, percentile_normalize, to_channels_first
 from .scale import (
     data_diameter,
@@ -483,59 +483,6 @@ def _lr_factor(step: int, fraction: float, warmup: int) -> float:
     floor = _FINAL_LR_FRACTION
     cosine = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * fraction))
     return warm * cosine
-
-
-def weighted_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """``sum(w * ce) / sum(w)`` over all pixels (0 when no pixel has weight)."""
-    ce = F.cross_entropy(logits.float(), target, reduction="none")
-    return (ce * weights).sum() / weights.sum().clamp_min(1e-8)
-
-
-def distillation_loss(
-    logits: torch.Tensor, teacher_probs: torch.Tensor, unlabeled: torch.Tensor,
-    balanced: bool = False,
-) -> torch.Tensor:
-    """Mean KL(teacher || student) over the ``unlabeled`` pixels (0 when there are none).
-
-    ``balanced``: each class the teacher predicts weighs the same in the mean (the class
-    balance of the U-Net loss, applied to the teacher's answer), so that the few cell pixels
-    near a removed object hold the cells as firmly as the many background pixels hold the
-    background.
-    """
-    log_student = F.log_softmax(logits.float(), dim=1)
-    kl = F.kl_div(log_student, teacher_probs, reduction="none").sum(dim=1)
-    mask = unlabeled.to(kl.dtype)
-    if balanced:  # each present class sums to 1, so the weights' sum is >= 1 unless empty
-        onehot = F.one_hot(teacher_probs.argmax(dim=1), teacher_probs.shape[1]).movedim(-1, 1)
-        per_class = onehot.to(kl.dtype) * mask[:, None]
-        counts = per_class.sum(dim=(0, 2, 3), keepdim=True)
-        mask = (per_class / counts.clamp_min(1.0)).sum(dim=1)
-    return (kl * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def label_agreement(
-    teacher_probs: torch.Tensor, target: torch.Tensor, labeled: torch.Tensor
-) -> torch.Tensor:
-    """Per class: (sum of the teacher's probability of the labeled class, labeled pixel count).
-
-    Returns a ``(2, n_classes)`` tensor to be summed over batches; see :func:`trust_from`.
-    """
-    n_classes = teacher_probs.shape[1]
-    mask = labeled.to(teacher_probs.dtype)
-    onehot = F.one_hot(target, n_classes).movedim(-1, 1).to(teacher_probs.dtype) * mask[:, None]
-    return torch.stack([(teacher_probs * onehot).sum(dim=(0, 2, 3)), onehot.sum(dim=(0, 2, 3))])
-
-
-def trust_from(agreement: torch.Tensor) -> float:
-    """``2 a - 1`` clipped to [0, 1], ``a`` the worst class's mean agreement (0.5 = chance)."""
-    sums, counts = agreement
-    present = counts > 0
-    if not bool(present.any()):
-        return 0.0
-    worst = float((sums[present] / counts[present]).min())
-    return min(max(2.0 * worst - 1.0, 0.0), 1.0)
 
 
 def _starting_trust(
