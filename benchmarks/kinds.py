@@ -44,7 +44,7 @@ import protocols as P  # noqa: E402
 from napari_unet.core.instances import label_instances  # noqa: E402
 from napari_unet.core.metrics import average_precision  # noqa: E402
 from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
-from napari_unet.core.scale import data_diameter  # noqa: E402
+from napari_unet.core.scale import data_diameter, default_diameter, object_diameters  # noqa: E402
 from napari_unet.core.segment import segment  # noqa: E402
 from napari_unet.core.training import train_to_completion  # noqa: E402
 from napari_unet.models import load_pretrained  # noqa: E402
@@ -188,7 +188,7 @@ def run_kind(kind: Kind, args: argparse.Namespace, log) -> dict:
     if kind.start and not args.no_start:
         t0 = time.perf_counter()
         start = load_pretrained(kind.start)  # the product's default: its recorded scale, or
-        diameter = None if data_diameter(start) else "auto"  # "auto" without one (Predict)
+        diameter = default_diameter(start)  # "auto" without one (Predict, CLI)
         out["start"] = score_unet(start, val, kind, diameter=diameter)
         out["start"]["diameter"] = str(diameter)
         log(kind.name, "start", kind.start, out["start"], time.perf_counter() - t0)
@@ -230,8 +230,15 @@ def finetune_and_score(kind: Kind, images, labels, dense, val, args) -> dict:
     t0 = time.perf_counter()
     train_to_completion(model, images, labels, steps=args.steps, dense=dense, seed=args.seed,
                         channel_axis=-1 if kind.rgb else None, device="cpu")
-    result = score_unet(model, val, kind)
-    result.update(train_seconds=time.perf_counter() - t0, steps=args.steps, start=kind.start)
+    seconds = time.perf_counter() - t0
+    result = score_unet(model, val, kind, diameter=default_diameter(model))
+    result.update(train_seconds=seconds, steps=args.steps, start=kind.start,
+                  diameter=str(default_diameter(model)))
+    if data_diameter(model) is None:  # the size of the labels, as recorded before finding K5
+        # sparse labels: 1 is background, cells are >= 2
+        cells = [lab if dense else np.where(lab >= 2, lab, 0) for lab in labels]
+        size = float(np.median(np.concatenate([object_diameters(c) for c in cells])))
+        result["at_labels_size"] = score_unet(model, val, kind, diameter=size)
     return result
 
 

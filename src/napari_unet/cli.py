@@ -382,10 +382,13 @@ _PREDICT_OPTIONS = (
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .core.scale import default_diameter
     from .core.scaleout import predict_files
 
     paths = _expand_inputs(args.inputs)
     model = _load_model(args.model)
+    if args.diameter is None:
+        args.diameter = default_diameter(model)
     for p in paths:  # unreadable files fail before any output is written
         if p.suffix.lower() != ".zarr":
             continue
@@ -698,8 +701,8 @@ def _add_predict_parser(sub: Any, starting: str) -> None:
         "--diameter",
         type=_diameter,
         help="object diameter in px in these images, or 'auto' to estimate it (default: "
-        "the size in the model's training data; no resampling for a model that records "
-        "none, such as 'nuclei')",
+        "the size in the model's training data; 'auto' for a model that records none, "
+        "such as 'nuclei' and models fine-tuned from it)",
     )
     p.add_argument("--tile-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, default=4)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.live import LiveSettings, LiveTrainer
+from napari_unet.core.live import REVERTS, LiveSettings, LiveTrainer
 from napari_unet.core.model import UNet
+from napari_unet.core.scale import default_diameter
 from napari_unet.core.segment import segment
 from napari_unet.core.synthetic import make_cells
 from napari_unet.models import load_pretrained
@@ -150,6 +151,15 @@ def test_given_factor_sets_the_scale_of_training_and_prediction():
     fg, _, _ = trainer.predict()
     assert fg.shape == image.shape
     closed = trainer.close()
+    # the nuclei model records no data scale: its predictions keep estimating it (finding K5)
+    assert "data_diameter" not in closed.metadata["scale"]
+    assert default_diameter(closed) == "auto"
+    recorded = load_pretrained()
+    recorded.metadata["scale"]["data_diameter"] = 17.9  # a model that records its data's size
+    trainer = LiveTrainer(recorded, image, LiveSettings(device="cpu"), factor=0.5)
+    trainer.update(_sparse(truth))
+    trainer.step()
+    closed = trainer.close()
     assert closed.metadata["scale"]["data_diameter"] == pytest.approx(
         closed.metadata["scale"]["object_diameter"] / 0.5)
     with pytest.raises(ValueError, match="factor"):
@@ -173,3 +183,62 @@ def test_kept_cells_measures_what_the_start_model_found_off_the_labels():
     fresh.step()
     assert fresh.kept_cells(fg0, whole) is None
 
+
+
+def test_start_probability_given_is_what_kept_cells_compares_against(monkeypatch):
+    """The prediction being corrected stands for the start model's cells: the first step
+    predicts nothing more, and a probability of another shape is refused."""
+    image, truth = make_cells((128, 128), n_cells=8, seed=6)
+    given = (truth > 0).astype(np.float32)
+    trainer = LiveTrainer(load_pretrained(), image, LiveSettings(device="cpu"),
+                          start_probability=given)
+    trainer.update(_sparse(truth))
+    calls = []
+    monkeypatch.setattr(trainer, "predict", lambda *a, **k: calls.append(a))
+    trainer.step()
+    assert calls == []
+    np.testing.assert_array_equal(trainer._start_cells, truth > 0)
+    whole = (slice(0, 128), slice(0, 128))
+    assert trainer.kept_cells(given, whole) == 1.0
+    with pytest.raises(ValueError, match="start_probability"):
+        LiveTrainer(load_pretrained(), image, start_probability=given[:64])
+
+
+def _distance(model: torch.nn.Module, weights: dict) -> float:
+    return float(sum((p.detach() - weights[k]).abs().sum()
+                     for k, p in model.state_dict().items() if p.is_floating_point()))
+
+
+def test_undoing_a_correction_undoes_what_was_learned_from_it():
+    """Annotations back to those of before the last correction (napari's Ctrl+Z): the next
+    step starts from the weights of before it; an edit undone before it trained changes
+    nothing; the weights of REVERTS corrections are kept."""
+    image, truth = make_cells((96, 96), n_cells=6, seed=5)
+    trainer = LiveTrainer(_tiny(), image, LiveSettings(learning_rate=1e-2, device="cpu"))
+    first, second = _sparse(truth, cells=1), _sparse(truth, cells=3)
+    trainer.update(first)
+    for _ in range(5):
+        trainer.step()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.update(second, second != first)
+    for _ in range(10):
+        trainer.step()
+    assert trainer.corrections == 1
+    moved = _distance(trainer.model, before)
+    trainer.update(first, second != first)  # the undo
+    trainer.cfg.learning_rate = 1e-7  # the step after the restore barely moves the weights
+    trainer.step()
+    assert _distance(trainer.model, before) < 1e-3 * moved
+    assert trainer.corrections == 0 and trainer.message.startswith("undone")
+    np.testing.assert_array_equal(trainer._labeled, first > 0)
+    trainer.update(second, second != first)
+    trainer.update(first, second != first)  # undone before any step: nothing new
+    trainer.step()
+    assert trainer.corrections == 0 and len(trainer._before) == 0
+    labels = first.copy()
+    for k in range(REVERTS + 2):
+        labels = labels.copy()
+        labels[40 + k, 40:50] = 1
+        trainer.update(labels, labels != first)
+        trainer.step()
+    assert len(trainer._before) == REVERTS

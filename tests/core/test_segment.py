@@ -192,3 +192,30 @@ def test_three_class_network_trains_and_segments():
     seg = segment(model, image)
     assert seg.interior is not None and seg.interior.shape == image.shape
     assert seg.instances.shape == image.shape
+
+
+def test_fine_tuning_a_model_without_a_data_scale_keeps_estimating_it():
+    """Fine-tuned from the nuclei model (no recorded data size), predictions estimate the size
+    per image ("auto"); given a diameter, or from a model that records one, the size is kept."""
+    from napari_unet.core.scale import default_diameter
+    from napari_unet.models import load_pretrained
+
+    image, labels = make_cells((96, 96), n_cells=5, seed=1)
+    start = load_pretrained("nuclei")
+    assert default_diameter(start) == "auto"
+    train_to_completion(start, image, labels, steps=1, dense=True, seed=0, patch_size=32)
+    assert "data_diameter" not in start.metadata["scale"]
+    assert default_diameter(start) == "auto"
+    given = load_pretrained("nuclei")
+    train_to_completion(given, image, labels, steps=1, dense=True, seed=0, patch_size=32,
+                        diameter=12.0)
+    assert given.metadata["scale"]["data_diameter"] == 12.0
+    assert default_diameter(given) is None
+    again = load_pretrained("nuclei")
+    again.metadata["scale"]["data_diameter"] = 17.9
+    train_to_completion(again, image, labels, steps=1, dense=True, seed=0, patch_size=32)
+    assert again.metadata["scale"]["data_diameter"] == pytest.approx(object_diameter(labels))
+    new = UNet(depth=1, base_channels=4)
+    assert default_diameter(new) == "auto"  # untrained: nothing recorded yet
+    train_to_completion(new, image, labels, steps=1, dense=True, seed=0, patch_size=32)
+    assert default_diameter(new) is None

@@ -75,6 +75,12 @@ def test_live_learns_clicks_refreshes_pauses_and_stops(live_setup, qtbot):
         assert live.trainer.steps <= paused_at + 1
         widget.toggle_pause()
         qtbot.waitUntil(lambda: live.trainer.steps > paused_at + 1, timeout=20_000)
+        _click(layer, _centre(truth == 2))  # a second cell, then Ctrl+Z: its training undone
+        qtbot.waitUntil(lambda: live.trainer.corrections >= 2, timeout=5_000)
+        layer.undo()
+        qtbot.waitUntil(lambda: live.trainer.undone == 1, timeout=10_000)
+        qtbot.waitUntil(lambda: "undone" in widget._display.status.text(), timeout=10_000)
+        assert live.trainer.corrections == 1
         widget._live_box.value = False  # stop
     qtbot.waitUntil(lambda: getattr(widget, "predict_worker", None) is not None, timeout=10_000)
     qtbot.waitUntil(lambda: not widget.predict_worker.is_running, timeout=30_000)

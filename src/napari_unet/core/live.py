@@ -6,6 +6,8 @@ labels (from any thread); the next :meth:`LiveTrainer.step` trains on them. What
 corrected last is what the next update must get right, so patches are centred on recent
 corrections part of the time and their pixels weigh more; where nothing is labeled, a frozen
 copy of the starting model keeps its own answer (distillation, as the one-shot Retrain does).
+Undoing a correction (annotations back to what they were before it) also undoes what was
+learned from it: the weights of before each of the last ``REVERTS`` corrections are kept.
 """
 
 from __future__ import annotations
@@ -36,16 +38,20 @@ from .training import (
     default_patch_size,
     is_trained,
     keeps_unlabeled,
+    records_data_scale,
     training_planes,
     training_scale,
     training_slice,
 )
 
-__all__ = ["KEPT_WARNING", "LIVE_LEARNING_RATE", "LiveSettings", "LiveTrainer"]
+__all__ = ["KEPT_WARNING", "LIVE_LEARNING_RATE", "REVERTS", "LiveSettings", "LiveTrainer"]
 
 #: a click should be learned within a few dozen steps: 3x the one-shot fine-tuning rate
 #: (benchmarks/README.md, finding L1)
 LIVE_LEARNING_RATE = 3 * FINE_TUNE_LEARNING_RATE
+
+#: how many corrections back :meth:`LiveTrainer.revert` can go (one copy of the weights each)
+REVERTS = 5
 
 #: warn when the model keeps less than this share of the cells it found at the start, away
 #: from the annotations: one correction undoing the model (benchmarks/README.md finding L8)
@@ -117,12 +123,15 @@ class LiveTrainer:
     :meth:`predict` and :meth:`close` belong to the training thread. ``factor``: the resampling
     factor of the prediction being corrected (``Prediction.factor``), so that training and the
     overlay run at the scale the user sees; without it (and without ``settings.diameter``) the
-    scale is measured on the first labeled cells.
+    scale is measured on the first labeled cells. ``start_probability``: that prediction's
+    cell probability of this plane, what :meth:`kept_cells` compares against (without it, the
+    first step predicts the whole plane once).
     """
 
     def __init__(self, model: torch.nn.Module, image: np.ndarray, settings: LiveSettings | None
                  = None, *, channel_axis: int | None = None,
-                 factor: float | None = None) -> None:
+                 factor: float | None = None,
+                 start_probability: np.ndarray | None = None) -> None:
         self.settings = settings or LiveSettings()
         self.settings.validate()
         self.model = model
@@ -138,6 +147,7 @@ class LiveTrainer:
             torch.manual_seed(self.settings.seed)
         self.steps = 0
         self.corrections = 0
+        self.undone = 0  # corrections undone (their training with them)
         self.loss: float | None = None
         self.message = "waiting for annotations"
         self.data_diameter: float | None = None
@@ -148,14 +158,29 @@ class LiveTrainer:
             self.factor = float(factor)
             self.data_diameter = model_diameter(model) / self.factor
         self._recent: deque[np.ndarray] = deque(maxlen=max(self.settings.recent, 1))
+        # (pixels, their old values, weights) of before each of the last corrections
+        self._before: deque[tuple[np.ndarray, np.ndarray, dict[str, torch.Tensor]]] = \
+            deque(maxlen=REVERTS)
+        self._labels: np.ndarray | None = None  # the annotations trained on now
         self._lock = threading.Lock()
         self._pending: tuple[np.ndarray, np.ndarray | None] | None = None
         self._sampler: _CorrectionSampler | None = None
         self._teacher = self._optimizer = None
         self._scaled_image: np.ndarray | None = None
+        self._records_scale = records_data_scale(model, self.settings.diameter)
         self._start_cells: np.ndarray | None = None  # the start model's cells, off the labels
+        if start_probability is not None:
+            self._start_cells = self._cells_of(start_probability)
         self._labeled: np.ndarray | None = None
         self._shapes: tuple[tuple[int, int], tuple[int, int]] | None = None
+
+    def _cells_of(self, probability: np.ndarray) -> np.ndarray:
+        """The start model's cells from a whole-plane cell probability already predicted."""
+        fg = np.asarray(probability)
+        if fg.shape != self.image.shape[-2:]:
+            raise ValueError(f"start_probability shape {fg.shape} does not match the image "
+                             f"{self.image.shape[-2:]}")
+        return fg > model_threshold(self.model)
 
     def _config(self, model: torch.nn.Module) -> TrainConfig:
         """Training settings of a correction retrain (``correction_settings``) at this pace."""
@@ -169,10 +194,7 @@ class LiveTrainer:
     # -- from any thread ------------------------------------------------------------------
     def update(self, labels: np.ndarray, changed: np.ndarray | None = None) -> None:
         """Train on ``labels`` from the next step on; ``changed``: the pixels just corrected."""
-        labels = np.array(labels, copy=True)
-        if labels.shape != self.image.shape[-2:]:
-            raise ValueError(f"labels shape {labels.shape} does not match the image "
-                             f"{self.image.shape[-2:]}")
+        labels = self._checked(labels)
         if changed is not None:
             changed = np.asarray(changed, dtype=bool)
             if changed.shape != labels.shape:
@@ -183,12 +205,63 @@ class LiveTrainer:
                 changed = changed | old  # two edits between steps: both are recent
             self._pending = (labels, changed if changed is not None else old)
 
+    def _checked(self, labels: np.ndarray) -> np.ndarray:
+        """A copy of ``labels``; ValueError when it is not of the image's plane shape."""
+        labels = np.array(labels, copy=True)
+        if labels.shape != self.image.shape[-2:]:
+            raise ValueError(f"labels shape {labels.shape} does not match the image "
+                             f"{self.image.shape[-2:]}")
+        return labels
+
     # -- on the training thread -----------------------------------------------------------
     def _take_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
-        if pending is not None:
-            self._rebuild(*pending)
+        if pending is None:
+            return
+        labels, changed = pending
+        undo = self._undoes_last(labels)
+        if undo:
+            self._restore_before_last()
+            changed = None
+        elif changed is not None and self._labels is not None \
+                and np.array_equal(labels, self._labels):
+            changed = None  # an edit and its undo between two steps: nothing new
+        elif changed is not None and changed.any():
+            self._keep_weights(labels)
+        self._labels = labels
+        self._rebuild(labels, changed)
+        if undo and self._sampler is not None:
+            self.message = "undone: the last correction and what was learned from it"
+
+    def _undoes_last(self, labels: np.ndarray) -> bool:
+        """Whether ``labels`` are the annotations of before the last correction (its undo)."""
+        if not self._before or self._labels is None:
+            return False
+        where, old = self._before[-1][:2]
+        before = self._labels.copy()
+        before.flat[where] = old
+        return np.array_equal(labels, before)
+
+    def _restore_before_last(self) -> None:
+        """Weights of before the last correction, a fresh optimizer, that correction forgotten."""
+        self.model.load_state_dict(self._before.pop()[2])
+        self.undone += 1
+        if self._recent:
+            self._recent.pop()
+        self.corrections = max(self.corrections - 1, 0)
+        if self._optimizer is not None:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self._optimizer = torch.optim.Adam(params, lr=self.cfg.learning_rate)
+
+    def _keep_weights(self, labels: np.ndarray) -> None:
+        """Keep what the correction to ``labels`` overwrote (pixels, old values) and a copy of
+        the weights (on the CPU), so that its undo can go back."""
+        if self._labels is None:
+            return
+        where = np.flatnonzero(labels != self._labels)
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self._before.append((where, self._labels.flat[where].copy(), weights))
 
     def _rebuild(self, labels: np.ndarray, changed: np.ndarray | None) -> None:
         """A new training set from ``labels``; ``changed`` joins the recent corrections."""
@@ -247,8 +320,8 @@ class LiveTrainer:
         """Optimizer, teacher and train mode (frozen BatchNorm statistics when fine-tuning)."""
         if self._optimizer is not None:
             return
-        if is_trained(self.model):  # what it finds before any update, to compare against
-            self._start_cells = self.predict()[0] > model_threshold(self.model)
+        if self._start_cells is None and is_trained(self.model):  # what it finds before any
+            self._start_cells = self.predict()[0] > model_threshold(self.model)  # update
         if self._teacher_kept():
             self._teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
             self._teacher.to(self.device)
@@ -334,7 +407,7 @@ class LiveTrainer:
         metadata = self.model.metadata if isinstance(getattr(self.model, "metadata", None),
                                                      dict) else {}
         if self.steps:
-            if self.data_diameter:  # later predictions run at the scale it was trained at
+            if self.data_diameter and self._records_scale:  # later predictions: this scale
                 metadata.setdefault("scale", {}).update(
                     object_diameter=model_diameter(self.model), data_diameter=self.data_diameter)
             metadata.setdefault("training", {})["live"] = {

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_FACTOR",
     "TRAIN_DIAMETER",
     "data_diameter",
+    "default_diameter",
     "diameter_circle",
     "model_diameter",
     "object_diameter",
@@ -78,6 +79,18 @@ def data_diameter(model: Any) -> float | None:
     """Object diameter in the images the model was trained on (None: not trained by the user)."""
     value = _scale_metadata(model).get("data_diameter")
     return float(value) if value else None
+
+
+def default_diameter(model: Any) -> str | None:
+    """The object size a prediction uses when none is given: the model's training data's
+    (None), or ``"auto"`` (estimated per image) for a model that records none.
+
+    A model records no data scale when it was trained on many magnifications (the ``nuclei``
+    starting model) or fine-tuned from such a model: its size estimate holds from 0.5x to 8x
+    (benchmarks/README.md, scale test), where one recorded size is wrong for mixed images
+    (finding K5).
+    """
+    return None if data_diameter(model) is not None else "auto"
 
 
 def _clip_factor(factor: float) -> float:

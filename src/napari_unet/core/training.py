@@ -50,6 +50,7 @@ __all__ = [
     "is_trained",
     "keeps_unlabeled",
     "new_image_type_hint",
+    "records_data_scale",
     "train",
     "train_to_completion",
 ]
@@ -522,6 +523,16 @@ def is_trained(model: torch.nn.Module) -> bool:
     return isinstance(metadata, dict) and "training" in metadata
 
 
+def records_data_scale(model: torch.nn.Module, diameter: float | None) -> bool:
+    """Whether training ``model`` records its labels' object size as the images' size.
+
+    Not when fine-tuning a starting model that records none without a ``diameter`` given:
+    its predictions keep estimating the size per image (``scale.default_diameter``), which on
+    mixed magnifications beats the one size of a few labeled images (finding K5).
+    """
+    return diameter is not None or not is_trained(model) or data_diameter(model) is not None
+
+
 def correction_settings(model: torch.nn.Module, dense: bool) -> dict[str, float]:
     """``TrainConfig`` fields for retraining ``model`` on corrections of its own prediction.
 
@@ -636,7 +647,9 @@ def _record_start(
     model.metadata["in_channels"] = int(model.in_channels)
     start_threshold = model.metadata.get("threshold")
     if scale["object_diameter"] is not None:
-        model.metadata["scale"] = {k: scale[k] for k in ("object_diameter", "data_diameter")}
+        keys = ("object_diameter", "data_diameter") if records_data_scale(model, cfg.diameter) \
+            else ("object_diameter",)
+        model.metadata["scale"] = {k: scale[k] for k in keys}
     settings["scale_factor"] = scale["factor"]
     model.metadata["training"] = settings
     return settings, start_threshold

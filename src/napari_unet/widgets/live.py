@@ -81,14 +81,17 @@ def live_loop(trainer: LiveTrainer, control: _Control, refresh_s: float = REFRES
     message while it waits, or an :class:`Overlay` when one is due."""
     torch.set_num_threads(worker_threads())
     with lower_thread_priority(WORKER_NICE):  # the GUI thread comes first
-        last = time.perf_counter()
+        last, undone = time.perf_counter(), 0
         while True:
             if control.paused.is_set():
                 time.sleep(0.05)
                 yield "paused"
                 continue
             loss = trainer.step()
-            if loss is None:
+            if trainer.undone != undone:  # a Ctrl+Z of a correction: say it was unlearned
+                undone = trainer.undone
+                yield trainer.message
+            elif loss is None:
                 time.sleep(0.1)
                 yield trainer.message
             elif time.perf_counter() - last < refresh_s:
@@ -170,7 +173,18 @@ class LiveSession:
         prediction = self.session.predictions.get(self.image_layer.name)
         return LiveTrainer(copy.deepcopy(model), plane, settings,
                            channel_axis=None if axis is None else 0,
-                           factor=getattr(prediction, "factor", None))
+                           factor=getattr(prediction, "factor", None),
+                           start_probability=self._plane_probability(prediction, plane))
+
+    def _plane_probability(self, prediction: Any, plane: np.ndarray) -> np.ndarray | None:
+        """The prediction's cell probability of the corrected plane (None: none of its shape)."""
+        probability = getattr(prediction, "probability", None)
+        if probability is None:
+            return None
+        fg = np.asarray(probability)
+        if fg.ndim > 2 and self._lead and fg.shape[:-2] == self.labels_layer.data.shape[:-2]:
+            fg = fg[self._lead]
+        return fg if fg.shape == plane.shape[-2:] else None
 
     def _labels_plane(self) -> np.ndarray:
         data = self.labels_layer.data

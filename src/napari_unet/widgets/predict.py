@@ -396,9 +396,9 @@ class PredictWidget(ViewerWidget):
         if value > 0:
             return value
         model = self.session.model
-        from napari_unet.core.scale import data_diameter
+        from napari_unet.core.scale import default_diameter
 
-        return None if model is None or data_diameter(model) is not None else "auto"
+        return None if model is None else default_diameter(model)
 
     def _show_diameter(self, value: float) -> None:
         """Draw a circle of the diameter on the image, so the user can compare it with cells."""
