@@ -217,6 +217,39 @@ def own_layers(reps: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def compiled(reps: int) -> list[tuple[str, float, float, float]]:
+    """``torch.compile`` (inductor) against eager: ``(task, eager s, compiled s, compile s)``
+    for one inference tile (BatchNorm folded, channels-last) and one train step."""
+    from napari_unet.core.model import fold_batchnorm
+
+    model = UNet(**DEFAULT_CONFIG)
+    n = model._valid_len_at_most(512)
+    net = fold_batchnorm(model.eval()).to(memory_format=torch.channels_last)
+    xi = torch.randn(1, 1, n, n).contiguous(memory_format=torch.channels_last)
+
+    def infer(m: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                m(xi)
+        return run
+
+    eager = best_time(infer(net), reps + 4)
+    t0 = time.perf_counter()
+    fast = infer(torch.compile(net))
+    fast()
+    first = time.perf_counter() - t0
+    rows = [(f"inference ({n}x{n} tile)", eager, best_time(fast, reps + 4), first)]
+    model.train()
+    x = torch.randn(4, 1, *model.valid_input_shape((PATCH_OUT, PATCH_OUT)))
+    eager = best_time(make_step(model, x), reps + 4)
+    t0 = time.perf_counter()
+    step = make_step(torch.compile(model), x)
+    step()
+    first = time.perf_counter() - t0
+    rows.append(("train step (4 patches)", eager, best_time(step, reps + 4), first))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no paper net")
@@ -225,6 +258,8 @@ def main() -> None:
     )
     parser.add_argument("--own", action="store_true",
                         help="only the default network against its own layers run alone")
+    parser.add_argument("--compile", action="store_true",
+                        help="only torch.compile against eager (needs a C++ compiler)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -233,6 +268,12 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+    if args.compile:
+        for task, eager, fast, first in compiled(reps):
+            print(f"  {task:28s} eager {eager:7.3f} s  compiled {fast:7.3f} s  "
+                  f"speed-up {eager / fast:4.2f}  compiling {first:5.0f} s")
+        print(f"load average now {os.getloadavg()[0]:.1f}")
+        return
     reference_conv(3)
     print("\nthe default network against its own convolutions run alone (goal: within 1.3x)")
     for task, whole, parts in own_layers(reps):

@@ -205,11 +205,17 @@ class LiveSession:
         self.worker.yielded.connect(self._yielded)
         self.worker.errored.connect(self._errored)
         self.worker.finished.connect(self._finished)
-        self.labels_layer.events.paint.connect(self.labels_changed)
-        self.labels_layer.events.data.connect(self.labels_changed)
+        for event in self._edit_events():
+            event.connect(self.labels_changed)
         if start_thread:
             self.worker.start()
         return self.worker
+
+    def _edit_events(self) -> tuple[Any, ...]:
+        """The annotation layer's events of an edit: paint strokes and fills, ``data_setitem``
+        (clicks), and ``set_data``, the only one of napari's undo and redo (``refresh``)."""
+        events = self.labels_layer.events
+        return events.paint, events.data, events.set_data
 
     def labels_changed(self, *_: Any) -> None:
         """An edit of the annotations: read it once the event loop is back (napari emits
@@ -283,7 +289,7 @@ class LiveSession:
 
     def _finished(self) -> None:
         """Release the session; the trained model becomes the session's and predicts."""
-        for event in (self.labels_layer.events.paint, self.labels_layer.events.data):
+        for event in self._edit_events():
             event.disconnect(self.labels_changed)
         model = self.trainer.close()
         unfreeze_gc()
