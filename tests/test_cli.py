@@ -304,3 +304,23 @@ def test_unknown_starting_model_name_is_a_missing_file(trained, tmp_path, capsys
                      "--out", str(tmp_path / "p")])
     assert code == cli.EXIT_FILE
     assert "mitochondria" in _error(capsys)
+
+
+def test_predict_estimates_the_size_for_a_model_that_records_none(trained, tmp_path,
+                                                                  monkeypatch):
+    """`predict nuclei` without --diameter estimates the object size per image; a model
+    trained on the user's labels predicts at their recorded size; --diameter wins."""
+    from napari_unet.core import scaleout
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(kwargs["diameter"])
+        return []
+
+    monkeypatch.setattr(scaleout, "predict_files", record)
+    image = str(trained / "images" / "cells0.tif")
+    for model, extra in (("nuclei", []), (str(trained / "model.pt"), []),
+                         ("nuclei", ["--diameter", "30"])):
+        assert cli.main(["predict", model, image, "--out", str(tmp_path / "p"), *extra]) == 0
+    assert seen == ["auto", None, 30.0]
