@@ -250,3 +250,24 @@ def test_starting_model_combo_lists_every_shipped_model(make_napari_viewer, erro
     widget.use_starting_model("nuclei, fluorescence")  # the old display name still works
     assert widget.session.model.in_channels == 1
     assert errors == []
+
+
+def test_predict_layer_estimates_the_size_for_a_model_that_records_none(make_napari_viewer,
+                                                                       qtbot, errors):
+    """What Train, Retrain and Live predict with when they end: a model without a recorded
+    data size (nuclei, or a fine-tune of it) has the size of the image's objects estimated;
+    a recorded size is used as it is."""
+    from napari_unet.models import load_pretrained
+
+    viewer = make_napari_viewer()
+    image, _ = make_cells((64, 64), n_cells=5, seed=2)
+    big = np.kron(image, np.ones((4, 4))).astype(np.float32)  # objects 4x the usual size
+    layer = viewer.add_image(big, name="big")
+    model = load_pretrained("nuclei")
+    _run(qtbot, predict_layer(viewer, layer, model, start=False, device="cpu"))
+    estimated = get_session(viewer).predictions["big"].factor
+    assert estimated < 0.5  # shrunk towards the model's size, not predicted as it is
+    model.metadata["scale"]["data_diameter"] = 17.9  # recorded: the model's own size, 1x
+    _run(qtbot, predict_layer(viewer, layer, model, start=False, device="cpu"))
+    assert get_session(viewer).predictions["big"].factor == 1.0
+    assert errors == []

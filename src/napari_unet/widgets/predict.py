@@ -203,9 +203,14 @@ def predict_layer(
     (a notification says why). ``on_progress(done, total)`` runs in the GUI thread;
     ``on_finished(ok)`` runs once at the end (``ok`` False when cancelled or failed).
     Cancel with ``worker.quit()``: the tiling loop stops after the current batch.
-    ``threshold``/``min_size``/``diameter`` None: the model's calibrated threshold and object
-    scale (``core.segment``).
+    ``threshold``/``min_size`` None: the model's calibrated threshold and the smallest object
+    at its scale (``core.segment``); ``diameter`` None: ``core.scale.default_diameter`` (the
+    size recorded in training, else estimated per image).
     """
+    from napari_unet.core.scale import default_diameter
+
+    if diameter is None and model is not None:
+        diameter = default_diameter(model)
     try:
         data, channel_axis = image_layer_data(image_layer)
         image, model_axis = prepare_image(data, channel_axis, model)
