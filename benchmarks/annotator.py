@@ -360,7 +360,7 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(K.KINDS), choices=list(K.KINDS))
     parser.add_argument("--variants", nargs="+", default=["weighted"], choices=list(VARIANTS))
     parser.add_argument("--clicks", type=int, default=20)
-    parser.add_argument("--steps-per-click", type=int, default=40)
+    parser.add_argument("--steps-per-click", type=int, default=30)
     parser.add_argument("--start-steps", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=LiveSettings.learning_rate)
     parser.add_argument("--others", type=int, default=3)
