@@ -50,7 +50,7 @@ __all__ = ["KEPT_WARNING", "LIVE_LEARNING_RATE", "REVERTS", "LiveSettings", "Liv
 #: (benchmarks/README.md, finding L1)
 LIVE_LEARNING_RATE = 3 * FINE_TUNE_LEARNING_RATE
 
-#: how many corrections back :meth:`LiveTrainer.revert` can go (one copy of the weights each)
+#: how many corrections back an undo can go (one copy of the weights each)
 REVERTS = 5
 
 #: warn when the model keeps less than this share of the cells it found at the start, away
@@ -194,7 +194,10 @@ class LiveTrainer:
     # -- from any thread ------------------------------------------------------------------
     def update(self, labels: np.ndarray, changed: np.ndarray | None = None) -> None:
         """Train on ``labels`` from the next step on; ``changed``: the pixels just corrected."""
-        labels = self._checked(labels)
+        labels = np.array(labels, copy=True)
+        if labels.shape != self.image.shape[-2:]:
+            raise ValueError(f"labels shape {labels.shape} does not match the image "
+                             f"{self.image.shape[-2:]}")
         if changed is not None:
             changed = np.asarray(changed, dtype=bool)
             if changed.shape != labels.shape:
@@ -204,14 +207,6 @@ class LiveTrainer:
             if old is not None and changed is not None:
                 changed = changed | old  # two edits between steps: both are recent
             self._pending = (labels, changed if changed is not None else old)
-
-    def _checked(self, labels: np.ndarray) -> np.ndarray:
-        """A copy of ``labels``; ValueError when it is not of the image's plane shape."""
-        labels = np.array(labels, copy=True)
-        if labels.shape != self.image.shape[-2:]:
-            raise ValueError(f"labels shape {labels.shape} does not match the image "
-                             f"{self.image.shape[-2:]}")
-        return labels
 
     # -- on the training thread -----------------------------------------------------------
     def _take_pending(self) -> None:
