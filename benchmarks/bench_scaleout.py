@@ -3,6 +3,12 @@
     python benchmarks/bench_scaleout.py                       # 16 x 512^2 files, 8192^2 zarr
     python benchmarks/bench_scaleout.py --large 2048 --n-files 8   # quicker
     python benchmarks/bench_scaleout.py --folder-only --n-files 20 --size 1024 --model nuclei
+    python benchmarks/bench_scaleout.py --against a1f2db3 --n-files 20 --size 1024
+    python benchmarks/bench_scaleout.py --against a1f2db3 --predict-args="--diameter auto"
+
+``--against REV`` times ``napari-unet predict`` on a folder (the command a user runs, start-up
+included) as it was at git revision REV and as it is now, alternately, on the same files with
+the shipped nuclei model, and checks that both wrote the same labels.
 
 Prints images/s for the folder, and Mpx/s + peak memory for the zarr image, for a single process
 (no dask) and for a ``LocalCluster(n_workers=2, threads_per_worker=1)``. Peak memory: numpy
@@ -14,8 +20,12 @@ The model is untrained (timing does not depend on the weights) with ``DEFAULT_CO
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -47,16 +57,60 @@ def _large_zarr(path: Path, size: int) -> None:
             arr[y : y + 1024, x : x + 1024] = tile[: min(1024, size - y), : min(1024, size - x)]
 
 
+def _write_folder(root: Path, args: argparse.Namespace) -> list[Path]:
+    """Synthetic images of cells, one file each, for the folder runs."""
+    for i in range(args.n_files):
+        img = make_cells((args.size,) * 2, max(30, args.size**2 // 4000), i)[0]
+        write_array(root / "in" / f"img{i:02d}.tif", img)
+    return sorted((root / "in").iterdir())
+
+
+def _cli_seconds(src: Path, model: Path, inputs: Path, out: Path, extra: list[str]) -> float:
+    """Wall seconds of ``napari-unet predict`` run from the package sources in ``src``."""
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="2")
+    cmd = [sys.executable, "-m", "napari_unet.cli", "predict", str(model), str(inputs),
+           "--out", str(out), *extra]
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def against(args: argparse.Namespace) -> None:
+    """images/s of ``napari-unet predict`` at git revision ``args.against`` and now, alternately."""
+    import filecmp
+
+    from napari_unet.models import pretrained_path
+
+    repo = Path(__file__).resolve().parents[1]
+    root = Path(tempfile.mkdtemp(prefix="bench_against_"))
+    old = root / "old"
+    try:
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(old),
+                        args.against], check=True, capture_output=True)
+        files = _write_folder(root, args)
+        model = pretrained_path("nuclei")
+        extra = shlex.split(args.predict_args)
+        print(f"{len(files)} x {args.size}^2 files, shipped nuclei model, torch threads 2; "
+              f"napari-unet predict {' '.join(extra)} at {args.against} vs now, load average "
+              f"{os.getloadavg()[0]:.2f}")
+        for n, (label, src) in enumerate([("then", old), ("now", repo)] * 2):
+            dt = _cli_seconds(src / "src", model, root / "in", root / f"out{n}", extra)
+            print(f"  {label:4s}: {len(files) / dt:.3f} images/s ({dt:.1f} s), "
+                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        same = all(filecmp.cmp(root / "out0" / f.name, root / "out1" / f.name, shallow=False)
+                   for f in files)
+        print(f"  same labels then and now: {same}")
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(old)],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def folder_only(model: UNet, args: argparse.Namespace) -> None:
     """images/s of a folder, sequential then pipelined then sequential (same run)."""
-    import os
-
     root = Path(tempfile.mkdtemp(prefix="bench_folder_"))
     try:
-        for i in range(args.n_files):
-            img = make_cells((args.size,) * 2, max(30, args.size**2 // 4000), i)[0]
-            write_array(root / "in" / f"img{i:02d}.tif", img)
-        files = sorted((root / "in").iterdir())
+        files = _write_folder(root, args)
         print(f"{args.n_files} x {args.size}^2 files, model {args.model or 'untrained'}, "
               f"torch threads 2, load average {os.getloadavg()[0]:.2f}")
         for n, pipeline in enumerate((False, True, False, True)):
@@ -85,7 +139,14 @@ def main() -> None:
                         "labelling of a file beside the network on the next)")
     parser.add_argument("--model", help="a shipped starting model's name instead of an "
                         "untrained network (its object scale and threshold apply)")
+    parser.add_argument("--against", metavar="REV",
+                        help="only the folder: napari-unet predict at git revision REV vs now")
+    parser.add_argument("--predict-args", default="", metavar="'FLAGS'",
+                        help="with --against: flags for both predict runs, e.g. '--diameter 15'")
     args = parser.parse_args()
+    if args.against:
+        against(args)
+        return
     torch.set_num_threads(2)
     torch.manual_seed(0)
     if args.model:

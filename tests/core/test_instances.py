@@ -142,3 +142,41 @@ def test_remove_small_drops_pieces_by_size_and_connectivity():
     assert kept.sum() == 9 and not kept[1, 1]
     assert remove_small(mask, 1) is mask
     assert not remove_small(mask, 10).any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 12), min_size=st.sampled_from([0, 15]))
+def test_one_peak_shortcut_labels_as_the_full_marker_search(seed, n, min_size):
+    """Components with one distance peak skip the h-maxima search; the labels must not change."""
+    from unittest import mock
+
+    from napari_unet.core import instances
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((100, 120), bool)
+    for _ in range(n):  # touching, overlapping and isolated discs, some ellipse-like pairs
+        mask |= disc(rng.integers(10, 90), rng.integers(10, 110), rng.integers(4, 14))
+    prob = soft(mask)
+    fast = label_instances(prob, min_size=min_size)
+    never = mock.patch.object(instances, "_single_peak", lambda s, m, c, n: np.zeros(n + 1, bool))
+    with never:
+        full = label_instances(prob, min_size=min_size)
+    np.testing.assert_array_equal(fast, full)
+
+
+def test_one_peak_shortcut_is_taken_for_isolated_discs():
+    from napari_unet.core import instances
+
+    mask = disc(30, 30, 10) | disc(30, 90, 8) | disc(70, 40, 12) | disc(70, 52, 12)
+    dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0) * mask
+    comp, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    single = instances._single_peak(dist, mask, comp, n)
+    assert n == 3 and single[1:].tolist().count(True) == 2  # the touching pair is searched
+
+
+def test_a_disc_beside_a_touching_pair_adds_no_marker_to_it():
+    """An isolated disc 2 px from a touching pair: three cells, not four (markers stay home)."""
+    mask = disc(50, 40, 12) | disc(50, 62, 12)
+    for gap in (2, 3):
+        lab = label_instances(soft(mask | disc(50, 62 + 12 + gap + 8, 8)), min_size=0)
+        assert lab.max() == 3

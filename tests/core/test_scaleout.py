@@ -238,3 +238,31 @@ def test_pipelined_folder_equals_sequential_and_raises_a_labelling_error(tmp_pat
     monkeypatch.setattr(scaleout, "write_file_labels", fails_on_second)
     with pytest.raises(ValueError, match="labelling failed"):
         scaleout.predict_files(model, inputs, tmp_path / "failed", **kw)
+
+
+def test_a_model_changed_between_calls_predicts_with_its_new_weights(tmp_path):
+    """The folded inference copy made for a UNet is remade when its weights change in place
+    (an optimizer step, load_state_dict), for folders and for zarr images."""
+    torch.manual_seed(1)
+    net = UNet(depth=2, base_channels=4).eval()
+    image = make_cells((96, 96), 6, seed=30)[0]
+    write_array(tmp_path / "im.tif", image)
+    _zarr(tmp_path / "im.zarr", image.astype(np.float32), chunks=96)
+    kw = dict(tile_size=128, device="cpu", probabilities=True, threshold=0.5, min_size=5)
+
+    def probabilities(tag):
+        outs = scaleout.predict_files(net, [tmp_path / "im.tif"], tmp_path / tag, **kw)
+        prob = read_image(outs[0].parent / "probabilities" / outs[0].name)
+        scaleout.predict_zarr(net, tmp_path / "im.zarr", tmp_path / f"{tag}.zarr",
+                              probabilities=tmp_path / f"{tag}_p.zarr", chunk=96,
+                              threshold=0.5, min_size=5, tile_size=128, device="cpu")
+        return np.asarray(prob), np.asarray(zarr.open_array(str(tmp_path / f"{tag}_p.zarr")))
+
+    before = probabilities("a")
+    with torch.no_grad():
+        net.head.bias.add_(torch.tensor([2.0, -2.0]))  # pushes every pixel to background
+    after = probabilities("b")
+    for old, new in zip(before, after, strict=True):
+        assert new.mean() < old.mean() - 0.1
+    np.testing.assert_allclose(after[0], 1.0 - predict_tiled(net, image, tile_size=128)[0],
+                               atol=1e-5)

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
+from .instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, component_maxima
 from .model import UNet
 from .normalize import DEFAULT_PERCENTILES, model_percentiles
 
@@ -180,21 +180,28 @@ def _model_bytes(model: UNet) -> bytes:
     return buffer.getvalue()
 
 
-_PREPARED: weakref.WeakKeyDictionary[UNet, UNet] = weakref.WeakKeyDictionary()
+_PREPARED: weakref.WeakKeyDictionary[UNet, tuple[tuple, UNet]] = weakref.WeakKeyDictionary()
+
+
+def _weights_key(model: UNet) -> tuple:
+    """Changes whenever a weight or buffer of ``model`` is replaced or changed in place
+    (torch counts in-place writes per tensor: an optimizer step, ``load_state_dict``)."""
+    return tuple((t.data_ptr(), t._version) for t in model.state_dict().values())
 
 
 def _prepared(model: UNet, device: Any) -> UNet:
-    """The CPU :func:`~.tiling.inference_model` of ``model``, made once per model; on a GPU
-    ``model`` itself (each prediction makes its copy and frees the device memory after it)."""
+    """The CPU :func:`~.tiling.inference_model` of ``model``, made once per model and weights;
+    on a GPU ``model`` itself (each prediction makes its copy and frees the device memory)."""
     from .device import resolve_device
     from .tiling import inference_model
 
     if resolve_device(device).type != "cpu":
         return model
-    net = _PREPARED.get(model)
-    if net is None:
-        net = _PREPARED[model] = inference_model(model, "cpu")
-    return net
+    key = _weights_key(model)
+    cached = _PREPARED.get(model)
+    if cached is None or cached[0] != key:
+        cached = _PREPARED[model] = (key, inference_model(model, "cpu"))
+    return cached[1]
 
 
 def _resolve_model(ref: Any) -> UNet:
@@ -361,7 +368,7 @@ def _chunk_peaks(
     if n == 0:
         return np.zeros(0)
     dist = ndi.distance_transform_edt(mask)
-    peaks = np.asarray(ndi.maximum(dist, comp, index=np.arange(1, n + 1)), dtype=np.float64)
+    peaks = component_maxima(dist, comp, n)
     h, w = grid.shape
     keep = np.zeros(n, dtype=bool)
     for k, (sy, sx) in enumerate(ndi.find_objects(comp)):
@@ -797,7 +804,8 @@ def file_maps(model_ref: Any, path: str | os.PathLike, *, channel_axis: int | No
     if channel_axis is None:
         channel_axis = guess_channel_axis(image.shape)
     arr, axis = prepare_image(image, channel_axis, model, conversion)
-    fg, interior, factor = predict_maps(model, arr, channel_axis=axis, diameter=diameter, **kw)
+    net = _prepared(model, kw.get("device", "auto"))  # BatchNorm folded once per folder
+    fg, interior, factor = predict_maps(net, arr, channel_axis=axis, diameter=diameter, **kw)
     return FileMaps(fg, interior, factor, model_threshold(model))
 
 

@@ -206,17 +206,21 @@ def predict_maps(
     size in the model's own training data (no resampling for a model without one); ``"auto"``:
     estimated.
     """
+    from .tiling import inference_net
+
+    if isinstance(diameter, str) and diameter != "auto":
+        raise ValueError(f"diameter must be a number of pixels or 'auto', got {diameter!r}")
     kw = dict(tile_size=tile_size, batch_size=batch_size, device=device)
-    if isinstance(diameter, str):
-        if diameter != "auto":
-            raise ValueError(f"diameter must be a number of pixels or 'auto', got {diameter!r}")
-        diameter = estimate_diameter(model, image, channel_axis=channel_axis, **kw)
-        factor = scale_factor(model, diameter)
-        if abs(np.log(factor)) < np.log(_AUTO_SNAP):
-            factor = 1.0  # within the estimate's error: predict the image as it is
-    else:
-        factor = scale_factor(model, diameter)
-    maps = _predict_at(model, image, channel_axis, factor, progress=progress, cancel=cancel, **kw)
+    with inference_net(model, device) as net:  # the estimate predicts 5 times more
+        if diameter == "auto":
+            diameter = estimate_diameter(net, image, channel_axis=channel_axis, **kw)
+            factor = scale_factor(model, diameter)
+            if abs(np.log(factor)) < np.log(_AUTO_SNAP):
+                factor = 1.0  # within the estimate's error: predict the image as it is
+        else:
+            factor = scale_factor(model, diameter)
+        maps = _predict_at(net, image, channel_axis, factor, progress=progress, cancel=cancel,
+                           **kw)
     interior = maps[..., 1, :, :] if maps.shape[-3] > 1 else None
     return maps[..., 0, :, :], interior, factor
 

@@ -386,8 +386,10 @@ def inference_model(model: UNet, device: str | torch.device = "auto") -> UNet:
 
 
 @contextmanager
-def _inference_net(model: UNet, dev: torch.device) -> Iterator[torch.nn.Module]:
-    """``model`` itself when it is an :func:`inference_model` for ``dev``, else a new one."""
+def inference_net(model: UNet, device: str | torch.device = "auto") -> Iterator[UNet]:
+    """``model`` itself when it is an :func:`inference_model` for ``device``, else a new one,
+    freed on leaving: callers that predict one image several times fold BatchNorm once."""
+    dev = resolve_device(device)
     if getattr(model, "inference_device", None) == dev:
         yield model
         return
@@ -471,7 +473,7 @@ def predict_region(
         out = np.empty(plan.out_shape, dtype=np.float32)
     elif tuple(out.shape) != plan.out_shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {plan.out_shape}")
-    with _inference_net(model, dev) as net:
+    with inference_net(model, dev) as net:
         _predict_batches(
             net, plan, out, dev=dev, batch_size=batch_size, normalize=normalize,
             norm_range=norm_range, use_amp=amp and dev.type == "cuda", progress=progress,
@@ -511,6 +513,8 @@ def tile_shape(
 __all__ = [
     "DEFAULT_TILE_SIZE",
     "PredictionCancelled",
+    "inference_model",
+    "inference_net",
     "iter_tiles",
     "predict_region",
     "predict_tiled",
