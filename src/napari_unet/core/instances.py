@@ -76,10 +76,10 @@ def _single_peak(smooth: np.ndarray, mask: np.ndarray, comp: np.ndarray, n: int)
     different maxima never share such a plateau; one plateau per component means one maximum.
     """
     peaks = mask & (smooth >= ndi.maximum_filter(smooth, size=3))
-    plateaus, _ = _components(peaks)
-    pairs = np.unique(comp[peaks].astype(np.int64) << 32 | plateaus[peaks])
-    count = np.bincount((pairs >> 32).astype(np.intp), minlength=n + 1)
-    single = count == 1
+    plateaus, m = _components(peaks)
+    owner = np.zeros(m + 1, dtype=np.intp)
+    owner[plateaus[peaks]] = comp[peaks]  # each plateau lies in one component
+    single = np.bincount(owner[1:], minlength=n + 1) == 1
     single[0] = False
     return single
 
@@ -111,7 +111,7 @@ def _markers(mask: np.ndarray, comp: np.ndarray, n: int, min_distance: float | N
     if min_distance > 1 and tops.any():
         r = float(min_distance) / 2.0
         tops = mask & (ndi.distance_transform_edt(~tops) <= r)
-    tops[single[comp] & mask] = True  # one peak: the whole component is its marker
+    tops[single[comp]] = True  # one peak: the whole component is its marker
     markers, _ = _components(tops)
     return smooth, markers
 
