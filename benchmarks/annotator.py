@@ -61,6 +61,7 @@ SHIPPED = {"fluo": "nuclei", "he": "he-nuclei", "phase": "phase-cells", "em": "e
 VARIANTS = {
     "weighted": {"recent_fraction": 0.5, "correction_weight": 3.0},
     "plain": {"recent_fraction": 0.0, "correction_weight": 1.0},
+    "adjusted": {"recent_fraction": 0.5, "correction_weight": 3.0, "threshold_frame": True},
     "replay": {"recent_fraction": 0.5, "correction_weight": 3.0, "replay_fraction": 0.5},
     "balanced": {"recent_fraction": 0.5, "correction_weight": 3.0, "balanced_distill": True},
     "balanced-replay": {"recent_fraction": 0.5, "correction_weight": 3.0,

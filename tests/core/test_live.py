@@ -242,3 +242,21 @@ def test_undoing_a_correction_undoes_what_was_learned_from_it():
         trainer.update(labels, labels != first)
         trainer.step()
     assert len(trainer._before) == REVERTS
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.3])
+def test_threshold_frame_puts_the_loss_boundary_at_the_models_threshold(threshold):
+    """With ``threshold_frame``, a pixel whose cell probability equals the fine-tuned model's
+    threshold sits at 0.5 in the labeled loss; without it, or for a new network, unchanged."""
+    image, _ = make_cells((64, 64), n_cells=5, seed=1)
+    model = load_pretrained()
+    model.metadata["threshold"] = threshold
+    p_bg = 1.0 - threshold
+    logits = torch.log(torch.tensor([p_bg, threshold])).view(1, 2, 1, 1)
+    on = LiveTrainer(model, image, LiveSettings(threshold_frame=True, device="cpu"))
+    adjusted = torch.softmax(on._at_threshold(logits), dim=1)
+    assert torch.allclose(adjusted, torch.full_like(adjusted, 0.5), atol=1e-6)
+    off = LiveTrainer(model, image, LiveSettings(device="cpu"))
+    assert torch.equal(off._at_threshold(logits), logits)
+    new = LiveTrainer(_tiny(), image, LiveSettings(threshold_frame=True, device="cpu"))
+    assert torch.equal(new._at_threshold(logits), logits)

@@ -70,6 +70,7 @@ class LiveSettings:
     correction_weight: float = 3.0
     replay_fraction: float = 0.0
     balanced_distill: bool = False
+    threshold_frame: bool = False
     dense: bool = False
     diameter: float | None = None
     seed: int | None = 0
@@ -344,7 +345,7 @@ class LiveTrainer:
         x, target, weights = (t.to(self.device) for t in self._sampler.batch(self.cfg.batch_size))
         self._optimizer.zero_grad(set_to_none=True)
         logits = self.model(x)
-        loss = weighted_cross_entropy(logits, target, weights)
+        loss = weighted_cross_entropy(self._at_threshold(logits), target, weights)
         if self._teacher is not None:
             with torch.no_grad():
                 soft = torch.softmax(self._teacher(x).float(), dim=1)
@@ -357,6 +358,23 @@ class LiveTrainer:
         self.steps += 1
         self.loss = float(loss.detach())
         return self.loss
+
+    def _at_threshold(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits whose 0.5 cell probability is the model's threshold, for the labeled loss.
+
+        A fine-tuned model's cells are read at its calibrated threshold t, not at 0.5, so a
+        corrected pixel is right only on the far side of t: the background logit is raised by
+        log(t / (1 - t)) in the cross-entropy (logit adjustment, Menon et al. 2021), which puts
+        the loss's decision boundary where the cells are read.
+        """
+        if not self.settings.threshold_frame or not is_trained(self.model):
+            return logits
+        t = float(np.clip(model_threshold(self.model), 0.01, 0.99))
+        if abs(t - 0.5) < 1e-6:
+            return logits
+        offset = torch.zeros(logits.shape[1], dtype=logits.dtype, device=logits.device)
+        offset[0] = float(np.log(t / (1.0 - t)))
+        return logits + offset.view(1, -1, *([1] * (logits.ndim - 2)))
 
     def predict(self, region: tuple[slice, slice] | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, tuple[slice, slice]]:
