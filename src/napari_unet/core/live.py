@@ -173,7 +173,21 @@ class LiveTrainer:
         if start_probability is not None:
             self._start_cells = self._cells_of(start_probability)
         self._labeled: np.ndarray | None = None
+        self._background_offset = self._threshold_offset()
         self._shapes: tuple[tuple[int, int], tuple[int, int]] | None = None
+
+    def _threshold_offset(self) -> float:
+        """What ``threshold_frame`` adds to the background logit in the labeled loss (0: off).
+
+        A fine-tuned model's cells are read at its calibrated threshold t, not at 0.5, so a
+        corrected pixel is right only on the far side of t: raising the background logit by
+        log(t / (1 - t)) puts the loss's decision boundary there (logit adjustment, Menon et
+        al. 2021).
+        """
+        if not self.settings.threshold_frame or not is_trained(self.model):
+            return 0.0
+        t = float(np.clip(model_threshold(self.model), 0.01, 0.99))
+        return float(np.log(t / (1.0 - t)))
 
     def _cells_of(self, probability: np.ndarray) -> np.ndarray:
         """The start model's cells from a whole-plane cell probability already predicted."""
@@ -360,21 +374,10 @@ class LiveTrainer:
         return self.loss
 
     def _at_threshold(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits whose 0.5 cell probability is the model's threshold, for the labeled loss.
-
-        A fine-tuned model's cells are read at its calibrated threshold t, not at 0.5, so a
-        corrected pixel is right only on the far side of t: the background logit is raised by
-        log(t / (1 - t)) in the cross-entropy (logit adjustment, Menon et al. 2021), which puts
-        the loss's decision boundary where the cells are read.
-        """
-        if not self.settings.threshold_frame or not is_trained(self.model):
+        """Logits whose 0.5 cell probability is the model's threshold, for the labeled loss."""
+        if not self._background_offset:
             return logits
-        t = float(np.clip(model_threshold(self.model), 0.01, 0.99))
-        if abs(t - 0.5) < 1e-6:
-            return logits
-        offset = torch.zeros(logits.shape[1], dtype=logits.dtype, device=logits.device)
-        offset[0] = float(np.log(t / (1.0 - t)))
-        return logits + offset.view(1, -1, *([1] * (logits.ndim - 2)))
+        return torch.cat([logits[:, :1] + self._background_offset, logits[:, 1:]], dim=1)
 
     def predict(self, region: tuple[slice, slice] | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, tuple[slice, slice]]:
