@@ -15,8 +15,13 @@ The edit enters a :class:`napari_unet.core.live.LiveTrainer` (as Live mode does)
 ``--steps-per-click`` steps before the next click. Recorded after every update: accuracy@0.5
 of the corrected image, the wall time, whether the clicked object is right now; every
 ``--others-every`` clicks the mean accuracy@0.5 of ``--others`` uncorrected val images.
-``--variants`` compares the correction-weighted sampling (``weighted``: half the patches on
-recent corrections, their pixels x3) with plain sampling (``plain``) on the same start::
+The prediction the user sees follows their annotations where they made them
+(``core.instances.follow_annotations``, as the plugin shows it; ``--shown`` picks another
+view), and ``clicked_fixed_by_view`` says how many clicked objects are right in each view:
+``network`` (the network's own instances: what it learned), ``seeded`` (the user's cells only
+seed the split) and ``annotated``. ``--variants`` compares the correction-weighted sampling
+(``weighted``: half the patches on recent corrections, their pixels x3) with plain sampling
+(``plain``) on the same start::
 
     .venv/bin/python benchmarks/annotator.py --kinds fluo phase he em --clicks 20 \\
         --json benchmarks/results_annotator.json --png benchmarks/annotator_curves.png
@@ -48,6 +53,7 @@ from napari_unet.core.annotate import (  # noqa: E402
     background_ring,
     click_edit,
 )
+from napari_unet.core.instances import follow_annotations, split_at_cells  # noqa: E402
 from napari_unet.core.live import LiveSettings, LiveTrainer  # noqa: E402
 from napari_unet.core.metrics import iou_matrix  # noqa: E402
 from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
@@ -139,14 +145,15 @@ class Session:
     """One corrected image, its live trainer and the current prediction."""
 
     def __init__(self, model: UNet, image: np.ndarray, gt: np.ndarray, kind: K.Kind,
-                 settings: LiveSettings, paint: bool = False) -> None:
-        self.gt, self.kind, self.paint = gt, kind, paint
+                 settings: LiveSettings, paint: bool = False, shown: str = "network") -> None:
+        self.gt, self.kind, self.paint, self.shown = gt, kind, paint, shown
         axis = -1 if kind.rgb else None
         self.grey = (image.astype(np.float32).mean(axis=-1) if kind.rgb
                      else image.astype(np.float32))
         self.labels = np.zeros(gt.shape, np.int32)
         self.threshold = model_threshold(model)
         self.fg, self.pred = self._predict_start(model, image, axis)
+        self.views = {"network": self.pred}
         self.trainer = LiveTrainer(model, image, settings, channel_axis=axis,
                                    factor=self.factor)
 
@@ -163,7 +170,14 @@ class Session:
         fg, interior, region = self.trainer.predict()
         self.fg = fg
         self.kept = self.trainer.kept_cells(fg, region)  # what the Live warning reads
-        self.pred = label_probability(fg, self.threshold, min_size_for(self.factor), interior)
+        size = min_size_for(self.factor)
+        net = label_probability(fg, self.threshold, size, interior)
+        cells = np.where(self.labels >= 2, self.labels, 0)
+        # what each display makes of the same prediction: the network's own split; the user's
+        # cells seeding it; the user's annotations winning where they are (``--shown``)
+        self.views = {"network": net, "seeded": split_at_cells(net, cells, size),
+                      "annotated": follow_annotations(net, cells, self.labels == 1, size)}
+        self.pred = self.views[self.shown]
 
     def click(self, action: str, obj: int) -> tuple[np.ndarray, float | None]:
         """Apply one click on object ``obj``; ``(object mask, add-click mask IoU)``."""
@@ -197,16 +211,29 @@ class Session:
                                  np.full(ring[0].size, 1, np.int32)])
         return ClickEdit(indices, values, int(value))
 
-    def fixed(self, action: str, mask: np.ndarray) -> bool:
-        """Is the clicked object right now (removed: no object there; added: found)?"""
-        ids, counts = np.unique(self.pred[mask], return_counts=True)
+    def fixed(self, action: str, mask: np.ndarray, pred: np.ndarray | None = None) -> bool:
+        """Is the clicked object right now in ``pred`` (default: what the user sees; removed:
+        no object there; added: found)?"""
+        pred = self.pred if pred is None else pred
+        ids, counts = np.unique(pred[mask], return_counts=True)
         for i, c in zip(ids, counts, strict=True):
             if i == 0:
                 continue
-            iou = c / ((self.pred == i) | mask).sum()
+            iou = c / ((pred == i) | mask).sum()
             if iou >= 0.5:
                 return action == "add"
         return action == "remove"
+
+
+    def why(self, action: str, mask: np.ndarray) -> dict:
+        """Why a clicked object is still wrong: the share of it above the threshold, the best
+        IoU of a predicted object with it, and how many predicted objects cover it."""
+        ids = np.unique(self.pred[mask])
+        ids = ids[ids > 0]
+        best = max((float((mask & (self.pred == i)).sum() / (mask | (self.pred == i)).sum())
+                    for i in ids), default=0.0)
+        return {"covered": round(float(np.mean(self.fg[mask] > self.threshold)), 3),
+                "best_iou": round(best, 3), "pieces": int(ids.size)}
 
 
 def others_accuracy(model: UNet, others: list, kind: K.Kind) -> float:
@@ -223,12 +250,14 @@ def run_variant(model0: UNet, target, others: list, kind: K.Kind, variant: str,
     model = copy.deepcopy(model0)
     settings = LiveSettings(learning_rate=args.lr, seed=args.seed, device="cpu",
                             **VARIANTS[variant])
-    session = Session(model, target[1], target[2], kind, settings, paint=args.paint)
+    session = Session(model, target[1], target[2], kind, settings, paint=args.paint,
+                      shown=args.shown)
     base_others = others_accuracy(model, others, kind)
     curve = [{"clicks": 0, "seconds": 0.0, "accuracy": K.accuracy(session.pred, target[2]),
               "others": base_others}]
     done: set = set()
     fixed, ious, elapsed = [], [], 0.0
+    fixed_in: dict[str, list[bool]] = {}
     for n in range(1, args.clicks + 1):
         mistake = worst_mistake(session.pred, target[2], done)
         if mistake is None:
@@ -244,9 +273,12 @@ def run_variant(model0: UNet, target, others: list, kind: K.Kind, variant: str,
         session.predict()
         elapsed += time.perf_counter() - t0
         fixed.append(session.fixed(action, mask))
+        for view, pred in session.views.items():
+            fixed_in.setdefault(view, []).append(session.fixed(action, mask, pred))
+        why = session.why(action, mask) if not fixed[-1] else {}
         point = {"clicks": n, "seconds": round(elapsed, 2), "action": action,
                  "accuracy": K.accuracy(session.pred, target[2]), "fixed": fixed[-1],
-                 "kept": session.kept}
+                 "kept": session.kept, **why}
         if n % args.others_every == 0 or n == args.clicks:
             point["others"] = others_accuracy(session.trainer.model, others, kind)
         curve.append(point)
@@ -254,6 +286,8 @@ def run_variant(model0: UNet, target, others: list, kind: K.Kind, variant: str,
     last_others = next(p["others"] for p in reversed(curve) if "others" in p)
     return {
         "clicked_fixed_fraction": float(np.mean(fixed)) if fixed else None,
+        "clicked_fixed_by_view": {v: float(np.mean(f)) for v, f in fixed_in.items()},
+        "shown": args.shown,
         "uncorrected_delta": float(last_others - base_others),
         "mask_iou_median": float(np.median(ious)) if ious else None,
         "accuracy_gain": float(curve[-1]["accuracy"] - curve[0]["accuracy"]),
@@ -379,6 +413,12 @@ def main() -> None:
     parser.add_argument("--paint", action="store_true",
                         help="missed cells are painted exactly (the true mask) instead of "
                         "clicked: what the learning does with a perfect mask")
+    parser.add_argument("--shown", choices=["network", "seeded", "annotated"],
+                        default="annotated",
+                        help="what the simulated user sees and clicks on: the annotations "
+                        "winning where they are (what the plugin shows, the default), the "
+                        "user's cells only seeding the network's split, or the network's own "
+                        "instances; clicked_fixed_by_view reports all three")
     parser.add_argument("--mistakes-png", type=Path,
                         help="draw the largest mistakes of the corrected image's start "
                         "prediction (one kind)")

@@ -4,7 +4,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
-from napari_unet.core.instances import label_instances, remove_small
+from napari_unet.core.instances import (
+    follow_annotations,
+    label_instances,
+    remove_small,
+    split_at_cells,
+)
 
 YY, XX = np.mgrid[:100, :120]
 
@@ -180,3 +185,58 @@ def test_a_disc_beside_a_touching_pair_adds_no_marker_to_it():
     for gap in (2, 3):
         lab = label_instances(soft(mask | disc(50, 62 + 12 + gap + 8, 8)), min_size=0)
         assert lab.max() == 3
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_an_annotated_cell_is_split_from_the_neighbour_it_was_merged_with():
+    a, b = disc(50, 40, 15), disc(50, 68, 15)  # merged: one predicted object
+    merged = (a | b).astype(np.int32)
+    cells = np.where(disc(50, 40, 12), 7, 0)  # the user's (smaller) mask of the left cell
+    out = split_at_cells(merged, cells, min_size=30)
+    assert out.max() == 2
+    left, right = out == out[50, 40], out == out[50, 68]
+    assert _iou(left, a) > 0.9 and _iou(right, b) > 0.9
+
+
+def test_a_partial_click_mask_does_not_cut_its_cell_in_two():
+    a = disc(50, 40, 15)
+    cells = np.where(a & (XX < 40), 2, 0)  # half of the cell annotated
+    out = split_at_cells(a.astype(np.int32), cells, min_size=30)
+    np.testing.assert_array_equal(out, a.astype(np.int32))
+
+
+def test_objects_away_from_the_annotations_and_the_foreground_are_kept():
+    a, b, c = disc(50, 30, 12), disc(50, 56, 12), disc(20, 100, 8)
+    inst = np.zeros(a.shape, np.int32)
+    inst[a | b], inst[c] = 1, 2
+    cells = np.where(disc(50, 30, 10) | disc(80, 100, 6), 3, 0)  # the second one off the mask
+    out = split_at_cells(inst, cells, min_size=30)
+    np.testing.assert_array_equal(out > 0, inst > 0)  # the network's foreground, untouched
+    assert len(np.unique(out[c])) == 1 and out[20, 100] > 0
+    assert out[50, 30] != out[50, 56] and out[50, 30] > 0
+    np.testing.assert_array_equal(split_at_cells(inst, np.zeros_like(inst), 30), inst)
+
+
+def test_split_at_cells_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="same 2D shape"):
+        split_at_cells(np.zeros((5, 5), np.int32), np.zeros((5, 6), np.int32))
+
+
+def test_follow_annotations_shows_every_edit_and_the_network_elsewhere():
+    a, b, c, d = disc(50, 30, 12), disc(50, 56, 12), disc(20, 100, 8), disc(80, 100, 7)
+    inst = np.zeros(a.shape, np.int32)
+    inst[disc(50, 30, 8) | b] = 1  # the network: a too small and merged with b
+    inst[c] = 2  # a false object, which the user removed
+    cells = np.where(a, 5, 0) + np.where(d, 9, 0)  # a (the whole cell), d (missed entirely)
+    out = follow_annotations(inst, cells, background=c, min_size=30)
+    assert out[c].max() == 0  # removed stays removed
+    for cell in (a, d):  # each annotated cell is one object of its own, as painted
+        ids = np.unique(out[cell])
+        assert len(ids) == 1 and ids[0] > 0 and _iou(out == ids[0], cell) > 0.9
+    assert _iou(out == out[50, 56], b) > 0.85  # the rest is the network's neighbour
+    same = follow_annotations(inst, np.zeros_like(inst))  # no edits: the network's objects
+    np.testing.assert_array_equal(same > 0, inst > 0)  # (each connected piece one object)
+    assert same.max() == ndi.label(inst > 0)[1] and len(np.unique(same[b])) == 1

@@ -39,6 +39,18 @@ def test_waits_for_annotations_then_trains():
     assert not model.training and model.metadata["training"]["live"]["steps"] == 1
 
 
+def test_annotations_are_the_ones_trained_on_in_the_region():
+    image, truth = make_cells((64, 64), n_cells=5, seed=1)
+    trainer = LiveTrainer(_tiny(), image, LiveSettings(batch_size=1, device="cpu"))
+    assert trainer.annotations() is None
+    labels = _sparse(truth)
+    trainer.update(labels)
+    trainer.step()
+    edits = trainer.annotations((slice(0, 32), slice(4, 64)))
+    np.testing.assert_array_equal(edits.cells > 0, labels[:32, 4:] >= 2)
+    np.testing.assert_array_equal(edits.background, labels[:32, 4:] == 1)
+
+
 def test_update_checks_the_shape():
     image, truth = make_cells((64, 64), n_cells=5, seed=1)
     trainer = LiveTrainer(_tiny(), image)

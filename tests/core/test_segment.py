@@ -9,8 +9,10 @@ from napari_unet.core import tiling
 from napari_unet.core.model import UNet
 from napari_unet.core.scale import object_diameter
 from napari_unet.core.segment import (
+    Annotations,
     estimate_diameter,
     guess_channel_axis,
+    label_probability,
     min_size_for,
     model_threshold,
     predict_foreground,
@@ -77,6 +79,23 @@ def test_size_estimate_finds_large_objects(identity):
     assert seg.factor == pytest.approx(17.9 / estimate, rel=0.01)
     assert seg.instances.max() == labels.max()
     assert seg.min_size == min_size_for(seg.factor) > 30
+
+
+def test_size_search_stops_at_the_image_as_it_is_when_its_objects_fit(identity, monkeypatch):
+    from napari_unet.core import segment as seg_module
+
+    calls = []
+    real = seg_module._objects_at
+    monkeypatch.setattr(seg_module, "_objects_at",
+                        lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    model = UNet(depth=1, base_channels=4)  # object size 17.9 px
+    fitting = (_discs((512, 512), radius=9, spacing=40) > 0).astype(np.float32)
+    assert estimate_diameter(model, fitting) == pytest.approx(18.0, rel=0.1)
+    assert calls == [1.0]
+    calls.clear()
+    large = (_discs((512, 512), radius=22, spacing=70) > 0).astype(np.float32)
+    estimate_diameter(model, large)  # off the model's size: every scale is tried
+    assert sorted(calls) == sorted(seg_module._SEARCH_FACTORS)
 
 
 def test_training_on_large_objects_shrinks_them_and_predicts_on_the_original_grid():
@@ -219,3 +238,23 @@ def test_fine_tuning_a_model_without_a_data_scale_keeps_estimating_it():
     assert default_diameter(new) == "auto"  # untrained: nothing recorded yet
     train_to_completion(new, image, labels, steps=1, dense=True, seed=0, patch_size=32)
     assert default_diameter(new) is None
+
+
+def test_labels_follow_the_annotations_of_a_sparse_or_dense_layer():
+    yy, xx = np.mgrid[:64, :96]
+    left, right = (yy - 32) ** 2 + (xx - 30) ** 2 <= 81, (yy - 32) ** 2 + (xx - 47) ** 2 <= 196
+    far = (yy - 10) ** 2 + (xx - 85) ** 2 <= 36
+    fg = np.where(left | right | far, 0.95, 0.05).astype(np.float32)  # the pair merges
+    assert label_probability(fg, 0.5, 30).max() == 2
+    sparse = np.zeros(fg.shape, np.int32)
+    sparse[left] = 2  # the user's cell
+    sparse[far] = 1  # the user removed this object
+    out = label_probability(fg, 0.5, 30, annotations=Annotations.of(sparse))
+    assert out[far].max() == 0 and out[32, 30] != out[32, 47] and out.max() == 2
+    dense = Annotations.of(np.where(left, 1, 0), dense=True)
+    assert dense.background is None  # a dense layer's 0 does not hide the network's answer
+    out = label_probability(fg, 0.5, 30, annotations=dense)
+    assert out[far].max() > 0 and out[32, 30] != out[32, 47]
+    assert Annotations.of(sparse).crop((slice(0, 20), slice(70, 96))).background.any()
+    with pytest.raises(ValueError, match="2D map"):
+        label_probability(fg[None], 0.5, 30, annotations=Annotations.of(sparse))

@@ -271,3 +271,31 @@ def test_predict_layer_estimates_the_size_for_a_model_that_records_none(make_nap
     _run(qtbot, predict_layer(viewer, layer, model, start=False, device="cpu"))
     assert get_session(viewer).predictions["big"].factor == 1.0
     assert errors == []
+
+
+def test_prediction_follows_the_users_annotations_and_relabel_keeps_them(
+        make_napari_viewer, qtbot, errors, oracle):
+    from napari_unet.core.segment import Annotations
+
+    viewer = make_napari_viewer()
+    yy, xx = np.mgrid[:64, :96]
+    left, right = (yy - 32) ** 2 + (xx - 30) ** 2 <= 81, (yy - 32) ** 2 + (xx - 47) ** 2 <= 196
+    far = (yy - 10) ** 2 + (xx - 85) ** 2 <= 36
+    oracle["labels"] = (left | right | far).astype(np.int32)  # the network merges the pair
+    layer = viewer.add_image(np.where(oracle["labels"] > 0, 200.0, 10.0), name="cells")
+    widget = PredictWidget(viewer)
+    get_session(viewer).set_model(UNet(depth=2, base_channels=4), "trained")
+    edits = np.zeros(layer.data.shape, np.int32)
+    edits[left], edits[far] = 2, 1  # the user's cell; an object the user removed
+    _run(qtbot, predict_layer(viewer, layer, get_session(viewer).model, threshold=0.5,
+                              min_size=30, start=False, annotations=Annotations.of(edits)))
+    inst = viewer.layers["cells instances"]
+
+    def follows() -> bool:
+        return inst.data[far].max() == 0 and inst.data[32, 30] != inst.data[32, 47] > 0
+
+    assert errors == [] and follows()
+    widget.threshold.setValue(0.6)  # re-labelling the cached probabilities keeps the edits
+    qtbot.waitUntil(lambda: widget.relabel_worker is None, timeout=10_000)
+    cached = get_session(viewer).predictions["cells"]
+    assert follows() and cached.threshold == 0.6 and cached.annotations is not None

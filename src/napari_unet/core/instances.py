@@ -27,15 +27,18 @@ __all__ = [
     "DEFAULT_MIN_SIZE",
     "DEFAULT_THRESHOLD",
     "component_maxima",
+    "follow_annotations",
     "label_instances",
     "label_planes",
     "label_with_interior",
     "remove_small",
+    "split_at_cells",
 ]
 
 _H_MIN = 1.0  # smallest peak dynamic (pixels of inscribed radius) that makes a separate cell
 _H_REL = 0.2  # ... relative to the component's largest inscribed radius
 _SMOOTH = 1.0  # Gaussian smoothing of the distance transform (pixels)
+_REST_CELL = 0.75  # split_at_cells: a rest this large (x the annotated cell) is another cell
 
 # Where the widgets, the CLI and the demo start: class-balanced training leans towards "cell",
 # so 0.8 beats 0.5 (benchmarks/README.md finding 7).
@@ -272,3 +275,78 @@ def label_with_interior(
         labels = labels.astype(np.int64)
         labels[missing] = comp[missing] + labels.max()
     return _connected_and_large(labels, int(min_size))
+
+
+def split_at_cells(instances: np.ndarray, cells: np.ndarray, min_size: int = 1,
+                   keep_px: int = 2) -> np.ndarray:
+    """``instances`` re-split so that every annotated cell is a seed of its own object.
+
+    ``cells``: the user's cells (ids > 0, one per cell, 0 elsewhere), same 2D shape. Each
+    predicted object that overlaps an annotated cell is flooded again (watershed on the
+    smoothed distance transform) from the annotated cells inside it and from the rest of it
+    that lies beyond a neck: a piece more than ``keep_px`` px from the annotations whose
+    contact with them is lower than its own peak by the module's relative h (the same rule
+    that splits touching cells). So a cell the user added is never merged with a touching
+    neighbour, while a click mask that covers only part of a cell does not cut that cell in
+    two. The foreground is the network's: a cell it does not find stays missing (a seeded
+    watershed, as in ilastik's carving: the annotations choose the split, the network the
+    extent).
+    """
+    instances, cells = np.asarray(instances), np.asarray(cells)
+    if instances.shape != cells.shape or instances.ndim != 2:
+        raise ValueError(f"instances {instances.shape} and cells {cells.shape} must be the "
+                         "same 2D shape")
+    annotated = (cells > 0) & (instances > 0)
+    touched = np.unique(instances[annotated])
+    if touched.size == 0:
+        return instances.astype(np.int32)
+    region = np.isin(instances, touched)
+    depth = ndi.gaussian_filter(ndi.distance_transform_edt(region), _SMOOTH) * region
+    seeds = np.zeros(instances.shape, dtype=np.int64)
+    _, first = np.unique(cells[annotated], return_inverse=True)
+    seeds[annotated] = first.ravel() + 1
+    near = ndi.binary_dilation(annotated, iterations=int(keep_px)) if keep_px > 0 else annotated
+    pieces, n = _components(remove_small(region & ~near, max(int(min_size) // 2, 1)))
+    if n:
+        peak = component_maxima(depth, pieces, n)
+        contact = ndi.binary_dilation(near) & (pieces > 0)
+        saddle = np.maximum(component_maxima(np.where(contact, depth, -np.inf), pieces, n), 0)
+        apart = saddle <= peak - np.maximum(_H_MIN, _H_REL * peak)
+        # ... or it is as large as a cell: the user said where one cell ends, so what is left
+        # of the object beyond it is another (a partial click mask leaves less than this)
+        owner = component_maxima(instances.astype(np.float64), pieces, n).astype(np.intp)
+        cell_px = np.bincount(instances[annotated], minlength=int(instances.max()) + 1)
+        area = np.bincount(pieces.ravel(), minlength=n + 1)[1:]
+        apart |= area >= _REST_CELL * cell_px[owner]
+        # a neighbour beyond a neck is seeded by its part above the neck, with the network's
+        # own ids (so its own split stays)
+        above = np.concatenate([[np.inf], np.where(apart, saddle, np.inf)])
+        core = (pieces > 0) & (depth > above[pieces])
+        seeds[core] = seeds.max() + instances[core].astype(np.int64)
+    flooded = watershed(-depth, seeds, mask=region)
+    out = np.where(region, 0, instances).astype(np.int64)
+    out[region] = flooded[region] + out.max()
+    return _connected_and_large(out, int(min_size))
+
+
+def follow_annotations(instances: np.ndarray, cells: np.ndarray,
+                       background: np.ndarray | None = None, min_size: int = 1) -> np.ndarray:
+    """``instances`` that agree with the user's annotations wherever there are some.
+
+    Pixels of ``background`` (the user's, bool) are background and the annotated ``cells``
+    (ids > 0) are cells, each its own object (:func:`split_at_cells`); elsewhere the
+    network's instances stay. What a user sees after a correction: the annotation they made,
+    the network's answer around it, never an edit lost.
+    """
+    inst = np.asarray(instances).astype(np.int64)
+    cells = np.asarray(cells)
+    if background is not None:
+        background = np.asarray(background, dtype=bool)
+        if background.shape != inst.shape:
+            raise ValueError(f"background {background.shape} and instances {inst.shape} must "
+                             "have the same shape")
+        inst[background & (cells <= 0)] = 0
+    off = (cells > 0) & (inst == 0)
+    if off.any():  # annotated pixels the network left out: objects of their own to flood
+        inst[off] = inst.max() + cells[off].astype(np.int64)
+    return _connected_and_large(split_at_cells(inst, cells, min_size), int(min_size))

@@ -26,7 +26,7 @@ import torch
 from .device import free_device_memory, resolve_device
 from .losses import distillation_loss, weighted_cross_entropy
 from .scale import model_diameter, resample
-from .segment import model_threshold
+from .segment import Annotations, model_threshold
 from .tiling import predict_region
 from .training import (
     FINE_TUNE_LEARNING_RATE,
@@ -403,6 +403,14 @@ class LiveTrainer:
         fg = np.clip(1.0 - probs[0], 0.0, 1.0).astype(np.float32)
         interior = np.clip(probs[1], 0.0, 1.0).astype(np.float32) if probs.shape[0] > 2 else None
         return fg, interior, region
+
+    def annotations(self, region: tuple[slice, slice] | None = None) -> Annotations | None:
+        """The annotations trained on now, in ``region`` (None before any): what the overlay
+        shows as the user made it."""
+        labels = self._labels
+        if labels is None:
+            return None
+        return Annotations.of(labels[_clip_region(region, labels.shape)], self.settings.dense)
 
     def kept_cells(self, fg: np.ndarray, region: tuple[slice, slice]) -> float | None:
         """Share of the start model's cell pixels in ``region``, off the annotations, that

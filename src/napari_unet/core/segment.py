@@ -24,10 +24,12 @@ import numpy as np
 from .instances import (
     DEFAULT_MIN_SIZE,
     DEFAULT_THRESHOLD,
+    follow_annotations,
     label_instances,
     label_planes,
     label_with_interior,
 )
+from .labels import BACKGROUND_LABEL, split_labels
 from .normalize import to_channels_first
 from .scale import (
     MAX_FACTOR,
@@ -41,6 +43,7 @@ from .scale import (
 
 __all__ = [
     "CONVERSIONS",
+    "Annotations",
     "Segmentation",
     "estimate_diameter",
     "guess_channel_axis",
@@ -67,6 +70,9 @@ _AMBIGUITY = 0.3
 _LOST = 0.1
 # An estimated size within this factor of the model's own is taken as equal (no resampling).
 _AUTO_SNAP = 1.5
+# The image as it is ends the search when its score (log-size miss plus ambiguity) is below
+# this: its objects come out at the model's size, cleanly, so no other scale is predicted.
+_EARLY_SCORE = 0.15
 
 
 def to_single_channel(image: Any, conversion: str = "hematoxylin") -> np.ndarray:
@@ -253,11 +259,17 @@ def estimate_diameter(
     median diameter of the objects found is measured.  The scale whose objects come out
     closest to the model's own object size with the least undecided probability is taken, and
     the estimate is that size mapped back to the image's pixels (the model's diameter when no
-    scale finds objects).
+    scale finds objects). The image as it is comes first and ends the search when its
+    objects already come out clean at the model's size (``_EARLY_SCORE``).
     """
     plane = _first_plane(np.asarray(image), channel_axis)
     target = model_diameter(model)
-    measured = [(f, _objects_at(model, plane, channel_axis, f, **kw)) for f in _SEARCH_FACTORS]
+    as_is = _objects_at(model, plane, channel_axis, 1.0, **kw)
+    if as_is is not None and as_is[0] is not None and \
+            _scale_score(as_is[0], target, as_is[1], 1.0, 1.0) < _EARLY_SCORE:
+        return float(as_is[0])
+    measured = [(f, as_is if f == 1.0 else _objects_at(model, plane, channel_axis, f, **kw))
+                for f in _SEARCH_FACTORS]
     measured = [(f, m) for f, m in measured if m is not None]
     most = max((m[2] for _, m in measured), default=0.0)
     found = [
@@ -314,6 +326,27 @@ def min_size_for(factor: float, min_size: int = DEFAULT_MIN_SIZE) -> int:
 
 
 @dataclass
+class Annotations:
+    """The user's edits of one 2D plane: their cells (ids > 0) and the background they set."""
+
+    cells: np.ndarray
+    background: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, labels: np.ndarray, dense: bool = False) -> Annotations:
+        """From an annotation layer's plane (sparse: 1 background, >= 2 cells; dense: >= 1
+        cells, and its 0 is not taken for a user's background, which would hide the rest)."""
+        labels = np.asarray(labels)
+        return cls(split_labels(labels, dense)[0],
+                   None if dense else labels == BACKGROUND_LABEL)
+
+    def crop(self, region: tuple[slice, slice]) -> Annotations:
+        """The same edits in ``region``."""
+        return Annotations(self.cells[region],
+                           None if self.background is None else self.background[region])
+
+
+@dataclass
 class Segmentation:
     """A prediction: cell probability and instances on the image's grid, and its settings."""
 
@@ -326,13 +359,23 @@ class Segmentation:
 
 
 def label_probability(
-    fg: np.ndarray, threshold: float, min_size: int, interior: np.ndarray | None = None
+    fg: np.ndarray, threshold: float, min_size: int, interior: np.ndarray | None = None,
+    annotations: Annotations | None = None,
 ) -> np.ndarray:
     """Instances of a 2D cell-probability map, or of every 2D plane of a stack.
 
     With ``interior`` (a 3-class network) cells are split where the network saw their border
-    (:func:`~.instances.label_with_interior`), else by the distance transform.
+    (:func:`~.instances.label_with_interior`), else by the distance transform. With
+    ``annotations`` (of a 2D map) the user's edits win where they were made
+    (:func:`~.instances.follow_annotations`): an added cell is shown as its own object, a
+    removed one stays removed.
     """
+    if annotations is not None:
+        if fg.ndim != 2 or annotations.cells.shape != fg.shape:
+            raise ValueError(f"annotations {annotations.cells.shape} must be of the 2D map's "
+                             f"shape, got {fg.shape}")
+        plain = label_probability(fg, threshold, min_size, interior)
+        return follow_annotations(plain, annotations.cells, annotations.background, min_size)
     if interior is None:
         if fg.ndim == 2:
             return label_instances(fg, threshold, min_size)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import napari
 
     from napari_unet.core.model import UNet
+    from napari_unet.core.segment import Annotations
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Prediction:
     min_size: int = DEFAULT_MIN_SIZE
     interior: np.ndarray | None = None  # cell-interior probability of a 3-class network
     factor: float | None = None  # the resampling factor it was predicted at
+    annotations: Annotations | None = None  # the user's edits it follows (2D)
 
 
 class TrainingBusyError(RuntimeError):

@@ -23,7 +23,7 @@ from napari.qt.threading import create_worker
 
 from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
 from napari_unet.core.model import DEFAULT_CONFIG, UNet
-from napari_unet.core.segment import to_single_channel
+from napari_unet.core.segment import Annotations, to_single_channel
 from napari_unet.core.training import (
     TrainConfig,
     TrainProgress,
@@ -306,6 +306,7 @@ class TrainingRun:
         owner: str = "Train U-Net",
         predict_after_cancel: bool = False,
         known_warnings: Collection[str] = (),
+        predict_annotations: Annotations | None = None,
     ) -> None:
         self._session = get_session(viewer)
         self._session.begin_training(owner)  # raises TrainingBusyError while another runs
@@ -313,7 +314,7 @@ class TrainingRun:
         self._viewer = weakref.ref(viewer)
         self.model = model
         self.config = config
-        self.predict_target = predict_target
+        self.predict_target, self.predict_annotations = predict_target, predict_annotations
         self.threshold, self.min_size = threshold, min_size
         self.on_progress, self.on_done, self.on_trained = on_progress, on_done, on_trained
         self.predict_after_cancel = predict_after_cancel
@@ -421,6 +422,7 @@ class TrainingRun:
         self.predict_worker = predict_layer(
             viewer, target, self.model, self.threshold, self.min_size, start=True,
             device=self.config.device, on_finished=lambda ok: self._complete(),
+            annotations=self.predict_annotations,
         )
 
     def _complete(self) -> None:

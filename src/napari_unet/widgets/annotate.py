@@ -497,8 +497,11 @@ class AnnotateWidget(Container):
     def _live_stopped(self, trained: bool) -> None:
         """Live has ended: predict the whole image with the updated model."""
         from napari_unet.widgets.predict import predict_layer
+        from napari_unet.widgets.train import plane_annotations
 
         image = self.live.image_layer if self.live is not None else None
+        edits = plane_annotations(self.live.labels_layer, self.live.dense) \
+            if self.live is not None else None
         self.live = None
         with unless_deleted():  # the widget may be closed meanwhile
             self._set_live_box(False)
@@ -509,7 +512,8 @@ class AnnotateWidget(Container):
             self._display.set_status("live stopped" + (", predicting the whole image…"
                                                         if trained else ""))
         if trained and image is not None and image in self._viewer.layers:
-            self.predict_worker = predict_layer(self._viewer, image, self._session.model)
+            self.predict_worker = predict_layer(self._viewer, image, self._session.model,
+                                                annotations=edits)
 
     def _training_changed(self, *_: Any) -> None:
         """Retrain is enabled only when no training runs; while Train U-Net does, say so."""

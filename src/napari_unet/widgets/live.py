@@ -105,7 +105,8 @@ def _overlay(trainer: LiveTrainer, region: tuple[slice, slice] | None) -> Overla
     """The trainer's prediction of ``region``, labelled at the model's threshold and scale."""
     fg, interior, region = trainer.predict(region)
     labels = label_probability(fg, model_threshold(trainer.model),
-                               min_size_for(trainer.factor or 1.0), interior)
+                               min_size_for(trainer.factor or 1.0), interior,
+                               trainer.annotations(region))
     return Overlay(region, fg, labels, trainer.steps, trainer.loss,
                    trainer.kept_cells(fg, region))
 

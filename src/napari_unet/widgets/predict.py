@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.segment import (
+    Annotations,
     label_probability,
     min_size_for,
     model_threshold,
@@ -141,7 +142,13 @@ class _PredictionRun:
             return None
         t = model_threshold(self.model) if threshold is None else threshold
         size = min_size_for(factor) if min_size is None else min_size
-        return fg, label_probability(fg, t, size, interior), t, size, interior, factor
+        edits = self._annotations(fg.shape)
+        return fg, label_probability(fg, t, size, interior, edits), t, size, interior, factor
+
+    def _annotations(self, shape: tuple[int, ...]) -> Annotations | None:
+        """The user's edits when they fit the prediction (not a stack, same shape)."""
+        edits = self.settings["annotations"]
+        return edits if edits is not None and edits.cells.shape == shape else None
 
     def returned(self, result: tuple | None) -> None:
         """Show the result as layers and cache it in the session."""
@@ -157,7 +164,8 @@ class _PredictionRun:
         get_session(self.viewer).set_prediction(
             self.layer.name,
             Prediction(fg, labels, threshold=used_threshold, min_size=used_size,
-                       interior=interior, factor=factor))
+                       interior=interior, factor=factor,
+                       annotations=self._annotations(fg.shape)))
         self.ok = True
 
     def errored(self, exc: Exception) -> None:
@@ -196,6 +204,7 @@ def predict_layer(
     diameter: float | str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_finished: Callable[[bool], None] | None = None,
+    annotations: Annotations | None = None,
 ) -> FunctionWorker | None:
     """Predict ``image_layer`` with ``model`` in a worker and show the results as layers.
 
@@ -205,7 +214,9 @@ def predict_layer(
     Cancel with ``worker.quit()``: the tiling loop stops after the current batch.
     ``threshold``/``min_size`` None: the model's calibrated threshold and the smallest object
     at its scale (``core.segment``); ``diameter`` None: ``core.scale.default_diameter`` (the
-    size recorded in training, else estimated per image).
+    size recorded in training, else estimated per image). ``annotations``: the user's edits of a
+    2D image, which win where they were made (``core.instances.follow_annotations``): an added
+    cell stays apart from its neighbour, a removed one stays removed.
     """
     from napari_unet.core.scale import default_diameter
 
@@ -220,7 +231,7 @@ def predict_layer(
             on_finished(False)
         return None
     settings = {"threshold": threshold, "min_size": min_size, "diameter": diameter,
-                "device": device}
+                "device": device, "annotations": annotations}
     run = _PredictionRun(viewer, image_layer, model, (image, channel_axis, model_axis),
                          settings, on_progress, on_finished)
     worker = run.make_worker()
@@ -437,7 +448,7 @@ class PredictWidget(ViewerWidget):
             return None
         threshold, min_size = float(self.threshold.value()), cached.min_size
         worker = create_worker(label_probability, cached.probability, threshold, min_size,
-                               cached.interior, _start_thread=False)
+                               cached.interior, cached.annotations, _start_thread=False)
 
         def show(labels: np.ndarray) -> None:
             name = f"{layer.name} instances"
@@ -445,7 +456,8 @@ class PredictWidget(ViewerWidget):
                 self.viewer.layers[name].data = labels
             self.session.set_prediction(
                 layer.name,
-                Prediction(cached.probability, labels, threshold, min_size, cached.interior))
+                Prediction(cached.probability, labels, threshold, min_size, cached.interior,
+                           cached.factor, cached.annotations))
 
         def finished() -> None:
             self.relabel_worker = None

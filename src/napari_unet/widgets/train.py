@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -37,6 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core.model import DEFAULT_CONFIG
+from napari_unet.core.segment import Annotations
 from napari_unet.core.training import (
     FINE_TUNE_LEARNING_RATE,
     TrainConfig,
@@ -126,7 +128,8 @@ def retrain(
         run = TrainingRun(viewer, model, images, labels, config, predict_target=image_layer,
                           threshold=threshold, min_size=min_size, on_progress=on_progress,
                           on_trained=on_trained, on_done=done, owner=RETRAIN_OWNER,
-                          predict_after_cancel=True, known_warnings=warnings)
+                          predict_after_cancel=True, known_warnings=warnings,
+                          predict_annotations=plane_annotations(labels_layer, dense))
     except (ValueError, TrainingBusyError) as exc:
         _notify.notify_error(f"Cannot retrain: {exc}")
         if on_finished is not None:
@@ -137,6 +140,13 @@ def retrain(
     if start:
         run.start()
     return run.worker
+
+
+def plane_annotations(labels_layer: Labels, dense: bool) -> Annotations | None:
+    """The edits of a 2D annotation layer, which the prediction after a retrain follows; None
+    for a stack (the network's own answer)."""
+    data = np.asarray(labels_layer.data)
+    return Annotations.of(data, dense) if data.ndim == 2 else None
 
 
 def _retrain_inputs(
