@@ -81,23 +81,6 @@ def test_size_estimate_finds_large_objects(identity):
     assert seg.min_size == min_size_for(seg.factor) > 30
 
 
-def test_size_search_stops_at_the_image_as_it_is_when_its_objects_fit(identity, monkeypatch):
-    from napari_unet.core import segment as seg_module
-
-    calls = []
-    real = seg_module._objects_at
-    monkeypatch.setattr(seg_module, "_objects_at",
-                        lambda *a, **k: calls.append(a[3]) or real(*a, **k))
-    model = UNet(depth=1, base_channels=4)  # object size 17.9 px
-    fitting = (_discs((512, 512), radius=9, spacing=40) > 0).astype(np.float32)
-    assert estimate_diameter(model, fitting) == pytest.approx(18.0, rel=0.1)
-    assert calls == [1.0]
-    calls.clear()
-    large = (_discs((512, 512), radius=22, spacing=70) > 0).astype(np.float32)
-    estimate_diameter(model, large)  # off the model's size: every scale is tried
-    assert sorted(calls) == sorted(seg_module._SEARCH_FACTORS)
-
-
 def test_training_on_large_objects_shrinks_them_and_predicts_on_the_original_grid():
     image, labels = make_cells((96, 96), n_cells=5, seed=1)
     big = np.kron(image, np.ones((4, 4))).astype(np.float32)

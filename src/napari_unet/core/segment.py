@@ -70,9 +70,6 @@ _AMBIGUITY = 0.3
 _LOST = 0.1
 # An estimated size within this factor of the model's own is taken as equal (no resampling).
 _AUTO_SNAP = 1.5
-# The image as it is ends the search when its score (log-size miss plus ambiguity) is below
-# this: its objects come out at the model's size, cleanly, so no other scale is predicted.
-_EARLY_SCORE = 0.15
 
 
 def to_single_channel(image: Any, conversion: str = "hematoxylin") -> np.ndarray:
@@ -259,17 +256,11 @@ def estimate_diameter(
     median diameter of the objects found is measured.  The scale whose objects come out
     closest to the model's own object size with the least undecided probability is taken, and
     the estimate is that size mapped back to the image's pixels (the model's diameter when no
-    scale finds objects). The image as it is comes first and ends the search when its
-    objects already come out clean at the model's size (``_EARLY_SCORE``).
+    scale finds objects).
     """
     plane = _first_plane(np.asarray(image), channel_axis)
     target = model_diameter(model)
-    as_is = _objects_at(model, plane, channel_axis, 1.0, **kw)
-    if as_is is not None and as_is[0] is not None and \
-            _scale_score(as_is[0], target, as_is[1], 1.0, 1.0) < _EARLY_SCORE:
-        return float(as_is[0])
-    measured = [(f, as_is if f == 1.0 else _objects_at(model, plane, channel_axis, f, **kw))
-                for f in _SEARCH_FACTORS]
+    measured = [(f, _objects_at(model, plane, channel_axis, f, **kw)) for f in _SEARCH_FACTORS]
     measured = [(f, m) for f, m in measured if m is not None]
     most = max((m[2] for _, m in measured), default=0.0)
     found = [
