@@ -58,7 +58,12 @@ from napari_unet.core.live import LiveSettings, LiveTrainer  # noqa: E402
 from napari_unet.core.metrics import iou_matrix  # noqa: E402
 from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
 from napari_unet.core.scale import model_diameter  # noqa: E402
-from napari_unet.core.segment import label_probability, min_size_for, model_threshold  # noqa: E402
+from napari_unet.core.segment import (  # noqa: E402
+    Annotations,
+    label_probability,
+    min_size_for,
+    model_threshold,
+)
 from napari_unet.core.training import train_to_completion  # noqa: E402
 from napari_unet.models import load_pretrained  # noqa: E402
 
@@ -172,11 +177,11 @@ class Session:
         self.kept = self.trainer.kept_cells(fg, region)  # what the Live warning reads
         size = min_size_for(self.factor)
         net = label_probability(fg, self.threshold, size, interior)
-        cells = np.where(self.labels >= 2, self.labels, 0)
+        edits = Annotations.of(self.labels)
         # what each display makes of the same prediction: the network's own split; the user's
         # cells seeding it; the user's annotations winning where they are (``--shown``)
-        self.views = {"network": net, "seeded": split_at_cells(net, cells, size),
-                      "annotated": follow_annotations(net, cells, self.labels == 1, size)}
+        self.views = {"network": net, "seeded": split_at_cells(net, edits.cells, size),
+                      "annotated": follow_annotations(net, edits.cells, edits.background, size)}
         self.pred = self.views[self.shown]
 
     def click(self, action: str, obj: int) -> tuple[np.ndarray, float | None]:

@@ -346,7 +346,9 @@ def follow_annotations(instances: np.ndarray, cells: np.ndarray,
             raise ValueError(f"background {background.shape} and instances {inst.shape} must "
                              "have the same shape")
         inst[background & (cells <= 0)] = 0
+    if not (cells > 0).any():
+        return _connected_and_large(inst, int(min_size))
     off = (cells > 0) & (inst == 0)
     if off.any():  # annotated pixels the network left out: objects of their own to flood
         inst[off] = inst.max() + cells[off].astype(np.int64)
-    return _connected_and_large(split_at_cells(inst, cells, min_size), int(min_size))
+    return split_at_cells(inst, cells, min_size)  # it ends connected and large

@@ -331,11 +331,6 @@ class Annotations:
         return cls(split_labels(labels, dense)[0],
                    None if dense else labels == BACKGROUND_LABEL)
 
-    def crop(self, region: tuple[slice, slice]) -> Annotations:
-        """The same edits in ``region``."""
-        return Annotations(self.cells[region],
-                           None if self.background is None else self.background[region])
-
 
 @dataclass
 class Segmentation:

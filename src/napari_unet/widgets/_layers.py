@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_unet.core.segment import Annotations
+
 from ._roles import role_metadata, set_role
 
 if TYPE_CHECKING:
@@ -152,3 +154,10 @@ def connect_layer_list(viewer: napari.viewer.Viewer, callback: Any,
             emitter.disconnect(callback)
         else:
             emitter.connect(callback)
+
+
+def plane_annotations(labels_layer: Any, dense: bool) -> Annotations | None:
+    """The edits of a 2D annotation layer, which a prediction after a retrain or Live follows;
+    None for a stack (the network's own answer)."""
+    data = np.asarray(labels_layer.data)
+    return Annotations.of(data, dense) if data.ndim == 2 else None

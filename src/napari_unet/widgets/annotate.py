@@ -496,8 +496,8 @@ class AnnotateWidget(Container):
 
     def _live_stopped(self, trained: bool) -> None:
         """Live has ended: predict the whole image with the updated model."""
+        from napari_unet.widgets._layers import plane_annotations
         from napari_unet.widgets.predict import predict_layer
-        from napari_unet.widgets.train import plane_annotations
 
         image = self.live.image_layer if self.live is not None else None
         edits = plane_annotations(self.live.labels_layer, self.live.dense) \

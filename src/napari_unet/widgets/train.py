@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -38,7 +37,6 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core.model import DEFAULT_CONFIG
-from napari_unet.core.segment import Annotations
 from napari_unet.core.training import (
     FINE_TUNE_LEARNING_RATE,
     TrainConfig,
@@ -51,7 +49,7 @@ from napari_unet.core.training import (
 from napari_unet.widgets._qt import ViewerWidget, calls_weakly, unless_deleted
 
 from . import _notify, _roles
-from ._layers import layer_list_events
+from ._layers import layer_list_events, plane_annotations
 from ._session import TrainingBusyError, get_session
 from ._training_run import (
     TrainingRun,
@@ -140,13 +138,6 @@ def retrain(
     if start:
         run.start()
     return run.worker
-
-
-def plane_annotations(labels_layer: Labels, dense: bool) -> Annotations | None:
-    """The edits of a 2D annotation layer, which the prediction after a retrain follows; None
-    for a stack (the network's own answer)."""
-    data = np.asarray(labels_layer.data)
-    return Annotations.of(data, dense) if data.ndim == 2 else None
 
 
 def _retrain_inputs(
