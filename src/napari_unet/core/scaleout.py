@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .folder_scale import FolderScale
 from .instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, component_maxima
 from .model import UNet
 from .normalize import DEFAULT_PERCENTILES, model_percentiles
@@ -766,6 +767,7 @@ def predict_file(
     overwrite: bool = False,
     diameter: float | str | None = None,
     conversion: str | None = None,
+    folder_scale: FolderScale | None = None,
 ) -> Path:
     """Predict one in-memory image file and write its instance labels (atomically) to ``out``.
 
@@ -773,11 +775,12 @@ def predict_file(
     labels, stacks ``(Z, Y, X)`` (or stacks of stacks, ``(T, Z, Y, X)``) labels of the same
     shape with ids unique over the whole stack. PNG output is uint16 (ValueError when ids
     exceed 65535). ``diameter``, ``threshold``, ``min_size``: see ``core.segment.segment``
-    (None: the model's object scale and calibrated threshold).
+    (None: the model's object scale and calibrated threshold); ``folder_scale``: see
+    :func:`file_maps`.
     """
     maps = file_maps(model_ref, path, channel_axis=channel_axis, diameter=diameter,
                      conversion=conversion, tile_size=tile_size, batch_size=batch_size,
-                     device=device)
+                     device=device, folder_scale=folder_scale)
     return write_file_labels(maps, out, threshold=threshold, min_size=min_size,
                              probabilities=probabilities, overwrite=overwrite)
 
@@ -794,8 +797,12 @@ class FileMaps:
 
 def file_maps(model_ref: Any, path: str | os.PathLike, *, channel_axis: int | None = None,
               diameter: float | str | None = None, conversion: str | None = None,
-              **kw: Any) -> FileMaps:
-    """Read ``path`` and run the network on it (the part of ``predict_file`` on the cores)."""
+              folder_scale: FolderScale | None = None, **kw: Any) -> FileMaps:
+    """Read ``path`` and run the network on it (the part of ``predict_file`` on the cores).
+
+    With ``diameter="auto"``, ``folder_scale`` (one per folder) reuses the object scale
+    estimated on an earlier file while the objects found at it stay alike.
+    """
     from .io import read_image
     from .segment import guess_channel_axis, model_threshold, predict_maps, prepare_image
 
@@ -805,7 +812,11 @@ def file_maps(model_ref: Any, path: str | os.PathLike, *, channel_axis: int | No
         channel_axis = guess_channel_axis(image.shape)
     arr, axis = prepare_image(image, channel_axis, model, conversion)
     net = _prepared(model, kw.get("device", "auto"))  # BatchNorm folded once per folder
-    fg, interior, factor = predict_maps(net, arr, channel_axis=axis, diameter=diameter, **kw)
+    if diameter == "auto" and folder_scale is not None:
+        fg, interior, factor = folder_scale.predict(net, arr, channel_axis=axis, **kw)
+    else:
+        fg, interior, factor = predict_maps(net, arr, channel_axis=axis, diameter=diameter,
+                                            **kw)
     return FileMaps(fg, interior, factor, model_threshold(model))
 
 
@@ -840,7 +851,7 @@ def _predict_local(ref: Any, jobs: Sequence[_FileJob], kw: dict[str, Any],
     network runs on the next (torch releases the interpreter lock in its kernels)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    kw = dict(kw)
+    kw = dict(kw, folder_scale=FolderScale())
     write_kw = {k: kw.pop(k) for k in ("threshold", "min_size", "overwrite")}
     pending = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-label") as pool:
@@ -953,8 +964,9 @@ def _predict_in_memory(ref: Any, jobs: Sequence[_FileJob], kw: dict[str, Any], c
     elif pipeline:
         _predict_local(ref, jobs, kw, counter)
     else:
+        shared = FolderScale()
         for p, o, q in jobs:
-            predict_file(ref, p, o, probabilities=q, **kw)
+            predict_file(ref, p, o, probabilities=q, folder_scale=shared, **kw)
             counter.tick()
 
 
@@ -990,7 +1002,9 @@ def predict_files(
     next one unless ``pipeline=False``); zarr inputs are streamed with :func:`predict_zarr`.
     ``progress(done, total)`` counts files. ``threshold``/``min_size``/``diameter`` None: the
     model's calibrated threshold and object scale (``core.segment``; zarr inputs are streamed
-    at the image's own scale).
+    at the image's own scale).  ``diameter="auto"`` estimates the scale on the first file and
+    keeps it for the next ones while their objects look alike (:mod:`.folder_scale`; on a
+    ``client`` each file is estimated on its own).
     Returns the written label paths, in input order.
     """
     paths, outs, probs = _plan_files(paths, out_dir, fmt, probabilities, overwrite)

@@ -48,6 +48,8 @@ __all__ = [
     "estimate_diameter",
     "guess_channel_axis",
     "label_probability",
+    "measure_objects",
+    "scale_fingerprint",
     "min_size_for",
     "model_threshold",
     "predict_foreground",
@@ -201,13 +203,14 @@ def predict_maps(
     device: str = "auto",
     progress: Callable[[int, int], Any] | None = None,
     cancel: Callable[[], bool] | None = None,
+    factor: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
     """``(cell probability, interior probability or None, factor)`` of a prepared image.
 
     Maps are ``(..., Y, X)`` on the image's grid; the interior map exists for 3-class
     (border-aware) networks.  ``diameter``: the objects' size in this image (pixels); None: the
     size in the model's own training data (no resampling for a model without one); ``"auto"``:
-    estimated.
+    estimated.  ``factor``: the resampling factor itself (one found before), instead.
     """
     from .tiling import inference_net
 
@@ -215,7 +218,9 @@ def predict_maps(
         raise ValueError(f"diameter must be a number of pixels or 'auto', got {diameter!r}")
     kw = dict(tile_size=tile_size, batch_size=batch_size, device=device)
     with inference_net(model, device) as net:  # the estimate predicts 5 times more
-        if diameter == "auto":
+        if factor is not None:
+            factor = float(factor)
+        elif diameter == "auto":
             diameter = estimate_diameter(net, image, channel_axis=channel_axis, **kw)
             factor = scale_factor(model, diameter)
             if abs(np.log(factor)) < np.log(_AUTO_SNAP):
@@ -296,12 +301,31 @@ def _objects_at(
     if min(shape) < 32:
         return None
     fg = _predict_at(model, resample(crop, shape), channel_axis, 1.0, **kw)[..., 0, :, :]
-    threshold = model_threshold(model)
-    objects = label_instances(fg, threshold, DEFAULT_MIN_SIZE)
+    return measure_objects(fg, model_threshold(model))
+
+
+def measure_objects(fg: np.ndarray, threshold: float, min_size: int = DEFAULT_MIN_SIZE,
+                    ) -> tuple[float | None, float, float]:
+    """``(median object diameter or None, ambiguity, cell fraction)`` of a probability map.
+
+    What :func:`estimate_diameter` compares between scales: the size is None with fewer than
+    ``_MIN_OBJECTS`` objects; the ambiguity is the undecided area (0.2-0.8) per cell area.
+    """
+    objects = label_instances(fg, threshold, min_size)
     size = object_diameter(objects) if objects.max() >= _MIN_OBJECTS else None
     cover = float(np.mean(fg > threshold))
     undecided = float(np.mean((fg > 0.2) & (fg < 0.8)))
     return size, undecided / max(cover, 1e-3), cover
+
+
+def scale_fingerprint(fg: np.ndarray, threshold: float, factor: float,
+                      ) -> tuple[float | None, float]:
+    """``(median object diameter at the network's scale or None, ambiguity)`` of a prediction
+    made at ``factor`` (its first plane's centre crop, the area the size search looks at)."""
+    plane = _first_plane(np.asarray(fg), None)
+    crop = _centre_crop(plane, int(_SEARCH_SIDE / factor))
+    size, ambiguity, _ = measure_objects(crop, threshold, min_size_for(factor))
+    return (None if size is None else size * factor), ambiguity
 
 
 def model_threshold(model: Any) -> float:
