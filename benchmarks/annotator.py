@@ -192,7 +192,8 @@ class Session:
         else:
             edit = click_edit(self.labels, centre(mask), action, predicted=self.pred,
                               probability=self.fg, image=self.grey,
-                              model_diameter=self.model_diameter)
+                              model_diameter=self.model_diameter,
+                              cell_threshold=self.threshold)
         iou = None
         if edit is not None:
             self.labels = apply_edit(self.labels, edit)
@@ -318,7 +319,8 @@ def click_masks(model: UNet, images: list, kind: K.Kind) -> dict:
             mask = gt == obj
             point = centre(mask)
             edit = click_edit(labels, point, "add", predicted=seg.instances,
-                              probability=seg.probability, image=grey, model_diameter=size)
+                              probability=seg.probability, image=grey, model_diameter=size,
+                              cell_threshold=model_threshold(model))
             cell = np.zeros(gt.shape, bool)
             if edit is not None:
                 cell[tuple(i[edit.values == edit.new_id] for i in edit.indices)] = True
@@ -458,6 +460,8 @@ def main() -> None:
         if args.masks_only:
             results["kinds"][name] = {"masks": click_masks(model, val, kind)}
             log(name, results["kinds"][name])
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1))
             continue
         # the corrected image: the one with the most plainly wrong objects (most to correct)
         order = sorted(range(len(val)), key=lambda i: -n_mistakes(model, val[i], kind))

@@ -349,3 +349,24 @@ def test_stack_indices_address_the_plane_of_a_stack():
     stack[full] = 7
     assert stack[1, 2, 0, 1] == 7 and stack[1, 2, 2, 4] == 7 and stack.sum() == 14
     assert stack_indices(plane, ()) == plane
+
+
+def test_add_click_follows_a_model_calibrated_low():
+    """A model whose calibrated threshold is low (EM cell interiors: about 0.2) calls cell what
+    stays under 0.5: with its threshold the click takes the whole cell, without it only the
+    part above 0.5."""
+    from napari_unet.core.annotate import grow_click
+
+    shape = (90, 90)
+    cell = _disc(shape, (45, 45), 20)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    r = np.sqrt((yy - 45) ** 2 + (xx - 45) ** 2)
+    prob = np.where(cell, 0.7 - 0.45 * r / 20, 0.05).astype(np.float32)  # 0.7 at the centre
+    image = np.where(cell, 0.3, 0.6).astype(np.float32)  # dark cell, bright membrane
+    kwargs = dict(probability=prob, image=image, diameter=40)
+    low = grow_click(np.zeros(shape, np.int32), (45, 45), cell_threshold=0.2, **kwargs)
+    plain = grow_click(np.zeros(shape, np.int32), (45, 45), **kwargs)
+    assert _iou(low, cell) >= 0.9
+    assert _iou(plain, cell) < 0.5
+    high = grow_click(np.zeros(shape, np.int32), (45, 45), cell_threshold=0.8, **kwargs)
+    np.testing.assert_array_equal(high, plain)  # above 0.5 the click threshold stays 0.5

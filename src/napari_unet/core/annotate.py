@@ -41,8 +41,6 @@ DISC_DIAMETERS = 1.0
 CLICK_PROBABILITY = 0.5
 #: the confident cores (the instances' threshold) seed the split of touching cells
 CORE_PROBABILITY = DEFAULT_THRESHOLD
-#: probability at which the boundary of an added cell is drawn
-EDGE_PROBABILITY = 0.65
 #: a grown piece larger than this many expected cells is taken for merged cells
 MERGED_AREA = 1.2
 #: a piece above this many expected cells is cut along the image's edges (_cut_oversize),
@@ -222,10 +220,9 @@ def _probability_cell(
     """The cell at ``point`` in a probability window: its region above ``threshold``, split.
 
     Seeds are the maxima of the distance transform of the confident cores (above the
-    instances' threshold 0.8), where touching cells are apart although the region above 0.5
-    joins them; the flooding follows distance x probability, so the cut runs along the
-    probability's dip.  The boundary is then taken at ``EDGE_PROBABILITY``, between the
-    region's 0.5 (a rim too large) and the cores' 0.8 (too small).
+    instances' threshold 0.8), where touching cells are apart although the region above the
+    click threshold joins them; the flooding follows distance x probability, so the cut runs
+    along the probability's dip.
     """
     fg = (prob > threshold) & allowed
     fg[point] = True
@@ -235,9 +232,7 @@ def _probability_cell(
     markers = _maxima(cores if cores.any() else comp, diameter)
     dist = ndi.gaussian_filter(ndi.distance_transform_edt(comp), 1.0)
     landscape = -(dist * ndi.gaussian_filter(prob, 1.0))
-    piece = _split_merged(_basin_at(comp, point, markers, landscape), point, diameter)
-    edge = _component(piece & (prob > max(EDGE_PROBABILITY, threshold)), point)
-    return edge if edge.sum() * 2 > piece.sum() else piece
+    return _split_merged(_basin_at(comp, point, markers, landscape), point, diameter)
 
 
 def _cut_oversize(region: np.ndarray, values: np.ndarray, point: tuple[int, ...],
@@ -484,12 +479,20 @@ def grow_click(
     labels: np.ndarray, point: Sequence[int], *, predicted: np.ndarray | None = None,
     probability: np.ndarray | None = None, image: np.ndarray | None = None,
     diameter: float | None = None, dense: bool = False, model_diameter: float | None = None,
+    cell_threshold: float | None = None,
 ) -> np.ndarray:
-    """The mask an add-click at ``point`` grows, from the probability and/or the image."""
+    """The mask an add-click at ``point`` grows, from the probability and/or the image.
+
+    ``cell_threshold``: the model's calibrated threshold; a probability above it, or above
+    ``CLICK_PROBABILITY`` when lower, is cell (a model calibrated low, as for EM cell
+    interiors, calls cell what stays under 0.5).
+    """
     d = diameter or expected_diameter(predicted, labels, dense=dense,
                                       model_diameter=model_diameter)
     if probability is not None and image is not None:
-        return grow_cell(probability, point, diameter=d, labels=labels, image=image, dense=dense)
+        t = None if cell_threshold is None else min(CLICK_PROBABILITY, float(cell_threshold))
+        return grow_cell(probability, point, diameter=d, threshold=t, labels=labels,
+                         image=image, dense=dense)
     source = probability if probability is not None else image
     if source is None:
         raise ValueError("choose an image (or a probability map) to grow cells from")
@@ -500,7 +503,7 @@ def click_edit(
     labels: np.ndarray, point: Sequence[int], action: str, *,
     predicted: np.ndarray | None = None, probability: np.ndarray | None = None,
     image: np.ndarray | None = None, diameter: float | None = None, dense: bool = False,
-    model_diameter: float | None = None,
+    model_diameter: float | None = None, cell_threshold: float | None = None,
 ) -> ClickEdit | None:
     """The edit of one click (``"add"``, ``"remove"`` or ``"accept"``) on a 2D label image.
 
@@ -520,7 +523,7 @@ def click_edit(
     elif action == "add":
         mask = grow_click(lab, point, predicted=predicted, probability=probability,
                           image=image, diameter=diameter, dense=dense,
-                          model_diameter=model_diameter)
+                          model_diameter=model_diameter, cell_threshold=cell_threshold)
         new, value, indices = add_cell(lab, mask, dense=dense, return_indices=True)
     else:
         raise ValueError(f"action must be 'add', 'remove' or 'accept', got {action!r}")

@@ -325,7 +325,8 @@ class AnnotateWidget(Container):
                        "probability": self._plane_of(self._prob_combo.value, shape, lead,
                                                      "probability"),
                        "diameter": float(self._diameter.value) or None,
-                       "model_diameter": self._model_diameter()}
+                       "model_diameter": self._model_diameter(),
+                       "cell_threshold": self._model_threshold()}
         edit = click_edit(
             _plane(data, lead), yx, action, dense=bool(self._dense.value),
             predicted=self._plane_of(self._pred_combo.value, shape, lead, "prediction"),
@@ -334,6 +335,13 @@ class AnnotateWidget(Container):
         if edit is None:
             return None
         return stack_indices(edit.indices, lead), edit.values
+
+    def _model_threshold(self) -> float | None:
+        """The session model's calibrated threshold (None before there is a model)."""
+        from napari_unet.core.segment import model_threshold
+
+        model = self._session.model
+        return None if model is None else model_threshold(model)
 
     def _model_diameter(self) -> float | None:
         """Object size (px) the session's last prediction of the image was made for."""
