@@ -396,8 +396,8 @@ def draw(results: dict, path: Path) -> None:
     fig.savefig(path)
 
 
-def main() -> None:
-    """Parse arguments, run every kind and variant, print and write the figures."""
+def parse_args() -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", nargs="+", default=list(K.KINDS), choices=list(K.KINDS))
     parser.add_argument("--variants", nargs="+", default=["weighted"], choices=list(VARIANTS))
@@ -435,7 +435,12 @@ def main() -> None:
     parser.add_argument("--png", type=Path)
     parser.add_argument("--merge", type=Path, nargs="+",
                         help="only merge these --json files into --json and draw --png")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Parse arguments, run every kind and variant, print and write the figures."""
+    args = parse_args()
     if args.merge:
         merged = merge(args.merge)
         if args.json:
