@@ -438,6 +438,21 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def run_kind(model: UNet, val: list, kind: K.Kind, args: argparse.Namespace, log) -> dict:
+    """Every variant's click sequence on the val image with the most mistakes (``--image``:
+    the next ones), per variant."""
+    order = sorted(range(len(val)), key=lambda i: -n_mistakes(model, val[i], kind))
+    pick = order[min(args.image, len(order) - 1)]
+    target, others = val[pick], [v for i, v in enumerate(val) if i != pick]
+    log(kind.name, "corrected image", target[0])
+    if args.mistakes_png:
+        settings = LiveSettings(seed=args.seed, device="cpu")
+        draw_mistakes(Session(model, target[1], target[2], kind, settings), target[1],
+                      args.mistakes_png)
+    return {v: run_variant(model, target, others[: args.others], kind, v, args, log)
+            for v in args.variants}
+
+
 def main() -> None:
     """Parse arguments, run every kind and variant, print and write the figures."""
     args = parse_args()
@@ -465,20 +480,8 @@ def main() -> None:
         if args.masks_only:
             results["kinds"][name] = {"masks": click_masks(model, val, kind)}
             log(name, results["kinds"][name])
-            if args.json:
-                args.json.write_text(json.dumps(results, indent=1))
-            continue
-        # the corrected image: the one with the most plainly wrong objects (most to correct)
-        order = sorted(range(len(val)), key=lambda i: -n_mistakes(model, val[i], kind))
-        pick = order[min(args.image, len(order) - 1)]
-        target, others = val[pick], [v for i, v in enumerate(val) if i != pick]
-        log(name, "corrected image", target[0])
-        if args.mistakes_png:
-            settings = LiveSettings(seed=args.seed, device="cpu")
-            draw_mistakes(Session(model, target[1], target[2], kind, settings), target[1],
-                          args.mistakes_png)
-        results["kinds"][name] = {v: run_variant(model, target, others[: args.others], kind, v,
-                                                 args, log) for v in args.variants}
+        else:
+            results["kinds"][name] = run_kind(model, val, kind, args, log)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     print(f"load average {os.getloadavg()}", flush=True)
