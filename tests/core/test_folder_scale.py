@@ -5,33 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.core import scaleout, segment, tiling
+from napari_unet.core import scaleout, segment
 from napari_unet.core.folder_scale import FolderScale
 from napari_unet.core.io import read_image, write_array
 from napari_unet.core.model import UNet
-
-
-def _discs(shape, radius, spacing, offset=0):
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    labels = np.zeros(shape, dtype=np.int32)
-    k = 0
-    for cy in range(spacing // 2 + offset, shape[0] - radius, spacing):
-        for cx in range(spacing // 2, shape[1] - radius, spacing):
-            k += 1
-            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = k
-    return labels
-
-
-@pytest.fixture
-def identity(monkeypatch):
-    """A 'network' whose cell probability is the normalized image itself."""
-
-    def fake(model, image, *, channel_axis=None, normalize=True, **kwargs):
-        x = np.asarray(image, dtype=np.float32)
-        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
-        return np.stack([1 - x, x], axis=-3)
-
-    monkeypatch.setattr(tiling, "predict_tiled", fake)
+from napari_unet.core.synthetic import disc_grid
 
 
 @pytest.fixture
@@ -49,7 +27,7 @@ def estimates(monkeypatch):
 
 
 def _image(radius, offset=0):
-    return (_discs((400, 400), radius, 4 * radius, offset) > 0).astype(np.float32)
+    return (disc_grid((400, 400), radius, 4 * radius, offset) > 0).astype(np.float32)
 
 
 def test_alike_files_reuse_the_first_estimate_and_predict_the_same(identity, estimates):
@@ -71,7 +49,7 @@ def test_a_file_with_other_sized_objects_gets_its_own_estimate(identity, radius)
     folder = FolderScale()
     folder.predict(model, _image(22))
     first = folder.factor
-    image = (_discs((900, 900), radius, 4 * radius) > 0).astype(np.float32)
+    image = (disc_grid((900, 900), radius, 4 * radius) > 0).astype(np.float32)
     _, _, factor = folder.predict(model, image)
     assert folder.estimates == 2
     assert factor == pytest.approx(segment.predict_maps(model, image, diameter="auto")[2])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.core import tiling
 from napari_unet.core.model import UNet
 from napari_unet.core.scale import object_diameter
 from napari_unet.core.segment import (
@@ -20,31 +19,8 @@ from napari_unet.core.segment import (
     segment,
     to_single_channel,
 )
-from napari_unet.core.synthetic import make_cells
+from napari_unet.core.synthetic import disc_grid, make_cells
 from napari_unet.core.training import train_to_completion
-
-
-def _discs(shape, radius, spacing):
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    labels = np.zeros(shape, dtype=np.int32)
-    k = 0
-    for cy in range(spacing // 2, shape[0] - radius, spacing):
-        for cx in range(spacing // 2, shape[1] - radius, spacing):
-            k += 1
-            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = k
-    return labels
-
-
-@pytest.fixture
-def identity(monkeypatch):
-    """A 'network' whose cell probability is the normalized image itself."""
-
-    def fake(model, image, *, channel_axis=None, normalize=True, **kwargs):
-        x = np.asarray(image, dtype=np.float32)
-        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
-        return np.stack([1 - x, x], axis=-3)
-
-    monkeypatch.setattr(tiling, "predict_tiled", fake)
 
 
 @pytest.mark.parametrize("diameter", [8.9, 17.9, 40.0, 100.0])
@@ -70,7 +46,7 @@ def test_real_network_output_has_the_image_shape_at_any_scale():
 
 
 def test_size_estimate_finds_large_objects(identity):
-    labels = _discs((512, 512), radius=22, spacing=70)
+    labels = disc_grid((512, 512), radius=22, spacing=70)
     image = (labels > 0).astype(np.float32)
     model = UNet(depth=1, base_channels=4)
     estimate = estimate_diameter(model, image)
@@ -98,7 +74,7 @@ def test_training_on_large_objects_shrinks_them_and_predicts_on_the_original_gri
 
 def _he_like(shape=(64, 64)):
     """Purple (hematoxylin) nuclei on pink (eosin) tissue, RGB uint8."""
-    labels = _discs(shape, radius=8, spacing=30)
+    labels = disc_grid(shape, radius=8, spacing=30)
     rgb = np.empty((*shape, 3), dtype=np.uint8)
     rgb[...] = (230, 170, 200)
     rgb[labels > 0] = (90, 60, 150)

@@ -107,3 +107,16 @@ def sparse_annotation(
         disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= blob_radius**2
         sparse[disc & (labels == 0) & (sparse == 0)] = BACKGROUND_LABEL
     return sparse
+
+
+def disc_grid(shape: tuple[int, int], radius: int, spacing: int, offset: int = 0) -> np.ndarray:
+    """Labels of discs of ``radius`` px on a grid of ``spacing`` px (rows shifted by
+    ``offset``): objects of one known size, for tests of the object scale."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, dtype=np.int32)
+    k = 0
+    for cy in range(spacing // 2 + offset, shape[0] - radius, spacing):
+        for cx in range(spacing // 2, shape[1] - radius, spacing):
+            k += 1
+            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = k
+    return labels
