@@ -41,7 +41,10 @@ from .normalize import (
 )
 
 # default tile (network input) edge per device type; see benchmarks/README.md "Tiled prediction"
-DEFAULT_TILE_SIZE = {"cpu": 384, "mps": 768, "cuda": 1024}
+DEFAULT_TILE_SIZE = {"cpu": 768, "mps": 768, "cuda": 1024}
+#: on the CPU a batch holds at most this many input pixels (4 tiles of 348 px): batching more
+#: does not use the cores better, it only costs memory (benchmarks/README.md finding P4)
+CPU_BATCH_PIXELS = 4 * 348 * 348
 
 
 class PredictionCancelled(RuntimeError):
@@ -418,6 +421,9 @@ def _predict_batches(
     """Run the tiles of ``plan`` through the network in batches and write them into ``out``."""
     reader = _TileReader(model, plan, normalize, norm_range)
     total, jobs = plan.jobs()
+    if dev.type == "cpu":
+        batch_size = min(batch_size, max(1, CPU_BATCH_PIXELS // (plan.py.tile_len
+                                                                 * plan.px.tile_len)))
     slots = min(batch_size, total)
     batch = np.empty((slots, model.in_channels, plan.py.tile_len, plan.px.tile_len), np.float32)
     done = 0
@@ -464,7 +470,8 @@ def predict_region(
     result equals the same window of the whole-image prediction. ``out`` (optional) receives the
     result, shape ``(..., n_classes, h, w)``, any array-like supporting slice assignment.
     ``tile_size`` is the network input size per tile (rounded down to a valid size; default per
-    device: DEFAULT_TILE_SIZE). ``amp`` enables float16 autocast on CUDA.
+    device: DEFAULT_TILE_SIZE). ``amp`` enables float16 autocast on CUDA. On the CPU a batch holds at most
+    ``CPU_BATCH_PIXELS`` input pixels (fewer tiles than ``batch_size`` when they are large).
     """
     image = _check_call(model, image, batch_size)
     dev = resolve_device(device)
