@@ -470,8 +470,9 @@ def predict_region(
     result equals the same window of the whole-image prediction. ``out`` (optional) receives the
     result, shape ``(..., n_classes, h, w)``, any array-like supporting slice assignment.
     ``tile_size`` is the network input size per tile (rounded down to a valid size; default per
-    device: DEFAULT_TILE_SIZE). ``amp`` enables float16 autocast on CUDA. On the CPU a batch holds at most
-    ``CPU_BATCH_PIXELS`` input pixels (fewer tiles than ``batch_size`` when they are large).
+    device: DEFAULT_TILE_SIZE). ``amp`` enables float16 autocast on CUDA. On the CPU a batch
+    holds at most ``CPU_BATCH_PIXELS`` input pixels (fewer tiles than ``batch_size`` when they
+    are large).
     """
     image = _check_call(model, image, batch_size)
     dev = resolve_device(device)
