@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .segment import model_threshold, predict_maps, scale_fingerprint
+from .segment import auto_factor, model_threshold, predict_maps, scale_fingerprint
 
 __all__ = ["AMBIGUITY_TOLERANCE", "SIZE_TOLERANCE", "FolderScale"]
 
@@ -42,13 +42,17 @@ class FolderScale:
         """:func:`.segment.predict_maps` of ``image`` at the folder's scale, estimated when
         it has none yet or when the objects found at it differ from the estimated file's."""
         threshold = model_threshold(model)
+        maps = None
         if self.factor is not None:
             maps = predict_maps(model, image, factor=self.factor, **kw)
             if self.fits(*scale_fingerprint(maps[0], threshold, self.factor)):
                 return maps
-        maps = predict_maps(model, image, diameter="auto", **kw)
-        self.factor = maps[2]
-        self.size, self.ambiguity = scale_fingerprint(maps[0], threshold, self.factor)
+        search = {k: v for k, v in kw.items() if k not in ("progress", "cancel")}
+        factor = auto_factor(model, image, **search)
+        if maps is None or factor != self.factor:  # the same scale again: keep its maps
+            maps = predict_maps(model, image, factor=factor, **kw)
+        self.factor = factor
+        self.size, self.ambiguity = scale_fingerprint(maps[0], threshold, factor)
         self.estimates += 1
         return maps
 

@@ -45,16 +45,17 @@ __all__ = [
     "CONVERSIONS",
     "Annotations",
     "Segmentation",
+    "auto_factor",
     "estimate_diameter",
     "guess_channel_axis",
     "label_probability",
     "measure_objects",
-    "scale_fingerprint",
     "min_size_for",
     "model_threshold",
     "predict_foreground",
     "predict_maps",
     "prepare_image",
+    "scale_fingerprint",
     "segment",
     "to_single_channel",
 ]
@@ -221,16 +222,26 @@ def predict_maps(
         if factor is not None:
             factor = float(factor)
         elif diameter == "auto":
-            diameter = estimate_diameter(net, image, channel_axis=channel_axis, **kw)
-            factor = scale_factor(model, diameter)
-            if abs(np.log(factor)) < np.log(_AUTO_SNAP):
-                factor = 1.0  # within the estimate's error: predict the image as it is
+            factor = auto_factor(net, image, channel_axis=channel_axis, **kw)
         else:
             factor = scale_factor(model, diameter)
         maps = _predict_at(net, image, channel_axis, factor, progress=progress, cancel=cancel,
                            **kw)
     interior = maps[..., 1, :, :] if maps.shape[-3] > 1 else None
     return maps[..., 0, :, :], interior, factor
+
+
+def auto_factor(model: Any, image: Any, *, channel_axis: int | None = None,
+                **kw: Any) -> float:
+    """The resampling factor ``diameter="auto"`` predicts ``image`` at: the estimated object
+    size's (:func:`estimate_diameter`), or 1 when within ``_AUTO_SNAP`` of it."""
+    from .tiling import inference_net
+
+    with inference_net(model, kw.get("device", "auto")) as net:
+        factor = scale_factor(model, estimate_diameter(net, image, channel_axis=channel_axis,
+                                                       **kw))
+    # within the estimate's error: predict the image as it is
+    return 1.0 if abs(np.log(factor)) < np.log(_AUTO_SNAP) else factor
 
 
 def predict_foreground(model: Any, image: Any, **kw: Any) -> tuple[np.ndarray, float]:
