@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
+from napari_unet.core.device import place_for_training, release_to_cpu  # noqa: E402
 from napari_unet.core.model import DEFAULT_CONFIG, UNet  # noqa: E402
 
 PATCH_OUT = 96  # 4 training patches with a 96x96 output (training.DEFAULT_OUTPUT_PATCH)
@@ -65,7 +66,7 @@ def count_flops(model: UNet, shape: tuple[int, ...], train: bool) -> int:
     return counter.get_total_flops()
 
 
-def reference_gflops(reps: int = 2) -> float:
+def reference_gflops(reps: int = 6) -> float:
     """Best-of GFLOP/s of the reference conv (channels_last, the faster layout here)."""
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
     x = torch.randn(1, 64, 256, 256).contiguous(memory_format=torch.channels_last)
@@ -92,6 +93,8 @@ def reference_conv(reps: int) -> float:
 
 
 def make_step(model: UNet, x: torch.Tensor) -> Callable[[], None]:
+    """A training step as ``core.training`` runs it on the CPU (its memory layout, Adam)."""
+    place_for_training(model, "cpu")
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     target = torch.randint(0, model.n_classes, (x.shape[0], *model.output_shape(x.shape[-2:])))
 
@@ -116,6 +119,7 @@ def measure(
         ref = reference_gflops()
         t = best_time(step, reps)
         rows.append((name, "train step", shape, t, flops / 1e9, flops / t / 1e9, ref))
+        release_to_cpu(model)  # inference below in the default layout, as before
     model.eval()
 
     def infer() -> None:
@@ -126,6 +130,23 @@ def measure(
     ref = reference_gflops()
     t = best_time(infer, reps)
     rows.append((name, "inference", shape, t, flops / 1e9, flops / t / 1e9, ref))
+
+
+def train_layouts(reps: int, rows: list) -> None:
+    """The default network's train step in the default layout and in the one
+    ``core.training`` uses on the CPU (channels-last, finding M5)."""
+    model = UNet(**DEFAULT_CONFIG)
+    x = torch.randn(4, 1, *model.valid_input_shape((PATCH_OUT, PATCH_OUT)))
+    flops = count_flops(model, x.shape, train=True)
+    model.train()
+    for label in ("default layout", "as trained (channels-last)"):
+        step = make_step(model, x)
+        if label == "default layout":
+            release_to_cpu(model)
+        ref = reference_gflops()
+        t = best_time(step, reps + 2)
+        rows.append((f"default: {label}", "train step", tuple(x.shape), t, flops / 1e9,
+                     flops / t / 1e9, ref))
 
 
 def inference_variants(reps: int, rows: list) -> None:
@@ -282,6 +303,7 @@ def main() -> None:
     if args.own:
         return
     rows: list = []
+    train_layouts(reps, rows)
     inference_variants(reps, rows)
     if not args.quick:
         # the paper network is slow here: warm-up doubles as the single timed run's cache fill

@@ -207,6 +207,38 @@ def test_forward_backward_batchnorm_train_step():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+def test_channels_last_training_gives_the_same_gradients(upsampling):
+    """The layout CPU training uses: same outputs and gradients, and the skip crops' gradients
+    stay channels-last (a view's would not, slowing every later backward step)."""
+    from napari_unet.core.device import place_for_training, release_to_cpu
+    from napari_unet.core.model import _center_crop
+
+    torch.manual_seed(0)
+    model = UNet(depth=2, base_channels=4, norm="batch", upsampling=upsampling)
+    x = torch.randn(2, 1, *model.valid_input_shape((12, 12)))
+    grads = []
+    for place in (release_to_cpu, lambda m: place_for_training(m, "cpu")):
+        place(model)
+        model.zero_grad()
+        out = model(x)
+        out.square().mean().backward()
+        grads.append((out.detach().clone(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], atol=1e-5, rtol=1e-4)
+    for a, b in zip(grads[1][1], grads[0][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    skip = torch.randn(2, 4, 10, 10).contiguous(memory_format=torch.channels_last)
+    skip.requires_grad_(True)
+    crop = _center_crop(skip, 6, 8)
+    torch.testing.assert_close(crop, skip[..., 2:8, 1:9])
+    crop.sum().backward()
+    assert skip.grad.is_contiguous(memory_format=torch.channels_last)
+    assert skip.grad.sum() == 2 * 4 * 6 * 8
+    with torch.no_grad():  # prediction: a view, no copy
+        view = _center_crop(skip, 6, 8)
+    assert view.untyped_storage().data_ptr() == skip.untyped_storage().data_ptr()
+
+
 def test_folded_batchnorm_predicts_the_same():
     """BatchNorm folded into the convolutions: same eval output, no BatchNorm left."""
     from napari_unet.core.model import fold_batchnorm

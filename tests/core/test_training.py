@@ -132,6 +132,18 @@ def test_close_early_leaves_usable_model():
     assert prob.shape == (2, 96, 96) and np.isfinite(prob).all()
 
 
+def test_cpu_training_runs_channels_last_and_hands_back_the_default_layout():
+    image, labels = make_cells((96, 96), 8, seed=3)
+    model = tiny()
+    gen = train(model, image, labels, dense=True, steps=3, seed=0, **FAST)
+    next(gen)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+               for w in convs if w.shape[1] > 1 and w.shape[-1] > 1)
+    list(gen)
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
 def test_fine_tune_model_loaded_from_checkpoint(tmp_path, dense_run, cells):
     checkpoint = pytest.importorskip("napari_unet.core.checkpoint")
     model, _ = dense_run

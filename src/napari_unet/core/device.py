@@ -83,3 +83,20 @@ def free_device_memory(device: str | torch.device | None = None) -> None:
         torch.cuda.empty_cache()
     if kind in (None, "mps") and _mps_ok():
         torch.mps.empty_cache()
+
+
+def training_memory_format(device: str | torch.device) -> torch.memory_format:
+    """The layout a model trains in on ``device``: channels-last on the CPU, where oneDNN's
+    convolutions, pooling and their gradients run faster in it (benchmarks/README.md, finding
+    M5); the default layout on accelerators, where it has not been measured."""
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
+def place_for_training(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """Move ``model`` to ``device`` in its training layout (:func:`training_memory_format`)."""
+    return model.to(device, memory_format=training_memory_format(device))
+
+
+def release_to_cpu(model: torch.nn.Module) -> torch.nn.Module:
+    """Move ``model`` back to the CPU in the default layout (as it is saved and shared)."""
+    return model.to("cpu", memory_format=torch.contiguous_format)

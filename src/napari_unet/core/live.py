@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .device import free_device_memory, resolve_device
+from .device import free_device_memory, place_for_training, release_to_cpu, resolve_device
 from .losses import distillation_loss, weighted_cross_entropy
 from .scale import model_diameter, resample
 from .segment import Annotations, model_threshold
@@ -334,8 +334,8 @@ class LiveTrainer:
             self._start_cells = self.predict()[0] > model_threshold(self.model)  # update
         if self._teacher_kept():
             self._teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
-            self._teacher.to(self.device)
-        self.model.to(self.device)
+            place_for_training(self._teacher, self.device)
+        place_for_training(self.model, self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self._optimizer = torch.optim.Adam(params, lr=self.cfg.learning_rate)
 
@@ -426,7 +426,7 @@ class LiveTrainer:
         """End the session: the model in eval mode on the CPU, device memory freed."""
         self._optimizer = self._teacher = self._sampler = None
         self.model.eval()
-        self.model.to("cpu")
+        release_to_cpu(self.model)
         free_device_memory(self.device)
         metadata = self.model.metadata if isinstance(getattr(self.model, "metadata", None),
                                                      dict) else {}

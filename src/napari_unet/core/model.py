@@ -103,13 +103,19 @@ class Up(nn.Module):
             return self.conv(x)
         x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         if self.valid:
-            x = x[..., 1:-1, 1:-1]
+            x = _center_crop(x, x.shape[-2] - 2, x.shape[-1] - 2)
         return self.conv(x)
 
 
 def _center_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The centre ``h x w`` of ``x``: a view, or when ``x`` needs a gradient a negative
+    ``F.pad``, whose gradient keeps ``x``'s memory layout (a view's gradient is built in the
+    default layout, which slows every later backward step of a channels-last network)."""
     top = (x.shape[-2] - h) // 2
     left = (x.shape[-1] - w) // 2
+    if x.requires_grad and torch.is_grad_enabled():
+        bottom, right = x.shape[-2] - h - top, x.shape[-1] - w - left
+        return F.pad(x, (-left, -right, -top, -bottom))
     return x[..., top : top + h, left : left + w]
 
 

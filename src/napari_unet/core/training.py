@@ -21,7 +21,7 @@ import torch
 
 from .augment import random_augment
 from .calibration import ClassMass, calibrated_threshold
-from .device import free_device_memory, resolve_device
+from .device import free_device_memory, place_for_training, release_to_cpu, resolve_device
 from .labels import NO_LABELS_MESSAGE, split_labels, validate_pair
 from .losses import distillation_loss, label_agreement, trust_from, weighted_cross_entropy
 from .normalize import DEFAULT_PERCENTILES, percentile_normalize, to_channels_first
@@ -790,9 +790,9 @@ def _start_run(
         torch.set_num_threads(cfg.num_threads)
     distiller = None
     if res.distill > 0:
-        teacher = copy.deepcopy(model).eval().requires_grad_(False).to(device)
+        teacher = place_for_training(copy.deepcopy(model).eval().requires_grad_(False), device)
         distiller = _Distiller(teacher, res.distill, res.scale_distill, settings)
-    model.to(device)
+    place_for_training(model, device)
     anchor = res.anchor
     if res.scale_anchor:
         settings["start_trust"] = _starting_trust(model, sampler, cfg.batch_size, device, use_amp)
@@ -875,7 +875,7 @@ def train(
 def _release(model: torch.nn.Module, device: Any, threads: int | None) -> None:
     """The model in eval mode on the CPU, device memory freed, torch's thread count restored."""
     model.eval()
-    model.to("cpu")
+    release_to_cpu(model)
     free_device_memory(device)
     if threads is not None:
         torch.set_num_threads(threads)
