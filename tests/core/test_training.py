@@ -135,7 +135,7 @@ def test_close_early_leaves_usable_model():
 def test_cpu_training_runs_channels_last_and_hands_back_the_default_layout():
     image, labels = make_cells((96, 96), 8, seed=3)
     model = tiny()
-    gen = train(model, image, labels, dense=True, steps=3, seed=0, **FAST)
+    gen = train(model, image, labels, dense=True, steps=3, seed=0, device="cpu", **FAST)
     next(gen)
     convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
