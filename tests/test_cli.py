@@ -237,7 +237,7 @@ def test_cancel_exits_130(trained, tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scaleout, "file_maps", interrupted)  # every in-memory path reads here
+    monkeypatch.setattr(scaleout.files, "file_maps", interrupted)  # every in-memory path reads here
     code = cli.main(
         [
             "predict",

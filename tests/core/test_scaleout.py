@@ -15,6 +15,7 @@ from napari_unet.core.checkpoint import save_model  # noqa: E402
 from napari_unet.core.instances import DEFAULT_MIN_SIZE, label_instances  # noqa: E402
 from napari_unet.core.io import read_image, write_array  # noqa: E402
 from napari_unet.core.model import UNet  # noqa: E402
+from napari_unet.core.scaleout.chunks import clean_mask  # noqa: E402
 from napari_unet.core.synthetic import make_cells  # noqa: E402
 from napari_unet.core.tiling import predict_tiled  # noqa: E402
 
@@ -122,7 +123,7 @@ def _whole_image_min_distance(fg: np.ndarray, threshold: float, min_size: int) -
     """label_instances' default marker spacing: half the median inscribed radius of the cells."""
     from scipy import ndimage as ndi
 
-    mask = scaleout._clean_mask(fg, threshold, min_size)
+    mask = clean_mask(fg, threshold, min_size)
     comp, n = ndi.label(mask, structure=np.ones((3, 3), bool))
     peaks = ndi.maximum(ndi.distance_transform_edt(mask), comp, index=np.arange(1, n + 1))
     return max(2.0, 0.5 * float(np.median(peaks)))
@@ -227,7 +228,7 @@ def test_pipelined_folder_equals_sequential_and_raises_a_labelling_error(tmp_pat
     assert ticks == [(1, 3), (2, 3), (3, 3)]
 
     calls = {"n": 0}
-    real = scaleout.write_file_labels
+    real = scaleout.files.write_file_labels
 
     def fails_on_second(*args, **kwargs):
         calls["n"] += 1
@@ -235,7 +236,7 @@ def test_pipelined_folder_equals_sequential_and_raises_a_labelling_error(tmp_pat
             raise ValueError("labelling failed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(scaleout, "write_file_labels", fails_on_second)
+    monkeypatch.setattr(scaleout.files, "write_file_labels", fails_on_second)
     with pytest.raises(ValueError, match="labelling failed"):
         scaleout.predict_files(model, inputs, tmp_path / "failed", **kw)
 
