@@ -127,7 +127,7 @@ def test_threshold_defaults_to_the_models_calibrated_one():
 
 
 def test_border_class_marks_where_cells_meet():
-    from napari_unet.core.training import class_target
+    from napari_unet.core.patches import class_target
 
     labels = np.zeros((12, 12), np.int32)
     labels[2:10, 2:6] = 1

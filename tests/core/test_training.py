@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.model import UNet
+from napari_unet.core.model import UNet, is_trained
 from napari_unet.core.synthetic import make_cells, sparse_annotation
 from napari_unet.core.tiling import predict_tiled
 from napari_unet.core.training import (
@@ -17,11 +17,9 @@ from napari_unet.core.training import (
     DEFAULT_DISTILL_WEIGHT,
     TrainConfig,
     TrainProgress,
-    check_label_classes,
     check_training_data,
     correction_settings,
     distillation_loss,
-    is_trained,
     label_agreement,
     new_image_type_hint,
     train,
@@ -29,6 +27,7 @@ from napari_unet.core.training import (
     trust_from,
     weighted_cross_entropy,
 )
+from napari_unet.core.training_data import check_label_classes
 
 # Fast settings for a depth-2, 8-channel network (input 88 px for a 48 px output patch).
 FAST = {"patch_size": 48, "learning_rate": 3e-3, "num_threads": 1, "batch_size": 4}

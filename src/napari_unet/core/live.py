@@ -25,20 +25,21 @@ import torch
 
 from .device import free_device_memory, place_for_training, release_to_cpu, resolve_device
 from .losses import distillation_loss, weighted_cross_entropy
+from .model import is_trained
+from .patches import PatchSampler, default_patch_size
 from .scale import model_diameter, resample
 from .segment import Annotations, model_threshold
 from .tiling import predict_region
 from .training import (
     FINE_TUNE_LEARNING_RATE,
-    PatchSampler,
     TrainConfig,
+    correction_settings,
+    records_data_scale,
+)
+from .training_data import (
     TrainingSlice,
     check_label_classes,
-    correction_settings,
-    default_patch_size,
-    is_trained,
     keeps_unlabeled,
-    records_data_scale,
     training_planes,
     training_scale,
     training_slice,

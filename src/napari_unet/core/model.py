@@ -359,3 +359,9 @@ def fold_batchnorm(model: UNet) -> UNet:
                 block[i] = fuse_conv_bn_eval(conv, norm)
                 block[i + 1] = nn.Identity()
     return folded
+
+
+def is_trained(model: torch.nn.Module) -> bool:
+    """True for a model that was trained before (its metadata records a training run)."""
+    metadata = getattr(model, "metadata", None)
+    return isinstance(metadata, dict) and "training" in metadata

@@ -19,47 +19,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from .augment import random_augment
 from .calibration import ClassMass, calibrated_threshold
 from .device import free_device_memory, place_for_training, release_to_cpu, resolve_device
-from .labels import NO_LABELS_MESSAGE, split_labels, validate_pair
 from .losses import distillation_loss, label_agreement, trust_from, weighted_cross_entropy
-from .normalize import DEFAULT_PERCENTILES, percentile_normalize, to_channels_first
-from .scale import (
-    data_diameter,
-    model_diameter,
-    object_diameters,
-    resample,
-    scale_factor,
-    scaled_shape,
-    training_factor,
-)
-from .segment import to_single_channel
-from .tiling import reflect_indices
-from .weights import weight_map
+from .model import is_trained
+from .patches import PatchSampler, default_patch_size
+from .scale import data_diameter
+from .training_data import NORMALIZATION, TrainingSlice, prepare_slices
 
 __all__ = [
     "DEFAULT_DISTILL_WEIGHT",
-    "NORMALIZATION",
     "TrainConfig",
     "TrainProgress",
-    "check_label_classes",
     "check_training_data",
     "correction_settings",
-    "default_patch_size",
-    "is_trained",
-    "keeps_unlabeled",
     "new_image_type_hint",
     "records_data_scale",
     "train",
     "train_to_completion",
 ]
 
-NORMALIZATION = {"low": DEFAULT_PERCENTILES[0], "high": DEFAULT_PERCENTILES[1]}
-# Output patch side used when TrainConfig.patch_size is None (see default_patch_size).
-DEFAULT_OUTPUT_PATCH = 96
-# At most this many candidate centres are kept per image and class (a random subset).
-_MAX_CENTRES = 1 << 20
 _FINAL_LR_FRACTION = 0.05
 # Learning rate for fine-tuning a trained model: benchmarks/README.md finding T3.
 FINE_TUNE_LEARNING_RATE = 1e-4
@@ -165,25 +144,6 @@ class TrainProgress:
     done: bool = False
 
 
-@dataclass
-class TrainingSlice:
-    """One 2D training image: normalized ``(C, Y, X)`` image, instances, mask, centres."""
-
-    image: np.ndarray
-    instances: np.ndarray
-    mask: np.ndarray
-    fg: np.ndarray  # flat indices of labeled cell pixels (candidate patch centres)
-    bg: np.ndarray  # flat indices of other labeled pixels
-    boost: np.ndarray | None = None  # recently corrected pixels, weighed more (core.live)
-
-
-def _as_list(x: Any, name: str) -> list[np.ndarray]:
-    if isinstance(x, np.ndarray) or not isinstance(x, Sequence | tuple):
-        return [np.asarray(x)]
-    if len(x) == 0:
-        raise ValueError(f"no {name} given")
-    return [np.asarray(a) for a in x]
-
 
 def _make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
     base = TrainConfig() if config is None else config
@@ -196,285 +156,6 @@ def _make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> Train
     cfg = dataclasses.replace(base, **overrides)
     cfg.validate()
     return cfg
-
-
-def _candidates(flags: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    idx = np.flatnonzero(flags)
-    if idx.size > _MAX_CENTRES:
-        idx = rng.choice(idx, _MAX_CENTRES, replace=False)
-    return idx.astype(np.int64)
-
-
-def _normalize(image: np.ndarray) -> np.ndarray:
-    """Scale one ``(C, Y, X)`` slice like ``predict_tiled`` does: per slice and per channel."""
-    return np.ascontiguousarray(
-        percentile_normalize(image, NORMALIZATION["low"], NORMALIZATION["high"], channel_axis=0),
-        dtype=np.float32,
-    )
-
-
-@dataclass
-class TrainingPlane:
-    """One 2D training plane before resampling: ``(C, Y, X)`` image, instances, mask."""
-
-    image: np.ndarray
-    instances: np.ndarray
-    mask: np.ndarray
-
-
-def _colour_to_model(
-    model: torch.nn.Module, img: np.ndarray, lab: np.ndarray, channel_axis: int | None,
-    cfg: TrainConfig,
-) -> np.ndarray:
-    """The image with channels on axis -3 as the model reads them (colour -> 1 channel)."""
-    in_channels = int(model.in_channels)
-    img = to_channels_first(img, channel_axis)
-    if img.ndim == lab.ndim:
-        if in_channels != 1:
-            raise ValueError(
-                f"the model expects {in_channels} channels (axis -3) but image shape "
-                f"{img.shape} matches labels shape {lab.shape}; give the channel axis "
-                "(--channel-axis, or open the image as RGB)"
-            )
-        return img[..., None, :, :]
-    if in_channels == 1 and img.shape[-3] > 1 and channel_axis is not None:
-        conversion = cfg.channel_conversion or "hematoxylin"
-        model.metadata["channel_conversion"] = conversion
-        return to_single_channel(img, conversion)[..., None, :, :]
-    if img.shape[-3] != in_channels:
-        raise ValueError(
-            f"the model expects {in_channels} channel(s), but image shape {img.shape} has "
-            f"{img.shape[-3]} on axis -3 (labels shape {lab.shape}; --channel-axis says "
-            "where the channels are)"
-        )
-    return img
-
-
-def training_planes(
-    model: torch.nn.Module, images: Any, labels: Any, cfg: TrainConfig, channel_axis: int | None
-) -> list[TrainingPlane]:
-    """Validate all image/label pairs and split them into labeled 2D planes."""
-    image_list = _as_list(images, "images")
-    label_list = _as_list(labels, "labels")
-    if len(image_list) != len(label_list):
-        raise ValueError(f"got {len(image_list)} images but {len(label_list)} label images")
-    if not isinstance(getattr(model, "metadata", None), dict):
-        model.metadata = {}
-    planes: list[TrainingPlane] = []
-    for img, lab in zip(image_list, label_list, strict=True):
-        colour = channel_axis is not None and int(model.in_channels) == 1
-        for message in validate_pair(
-            img, lab, cfg.dense, channel_axis, in_channels=None if colour else
-            int(model.in_channels), require_labels=False
-        ):
-            warnings.warn(message, UserWarning, stacklevel=4)
-        img = _colour_to_model(model, img, lab, channel_axis, cfg)
-        instances, mask = split_labels(lab, cfg.dense)
-        img = img.reshape((-1, *img.shape[-3:]))
-        instances = instances.reshape((-1, *instances.shape[-2:]))
-        mask = mask.reshape((-1, *mask.shape[-2:]))
-        planes.extend(
-            TrainingPlane(img[z], instances[z], mask[z])
-            for z in range(img.shape[0]) if mask[z].any()
-        )
-    return planes
-
-
-def training_scale(model: torch.nn.Module, planes_instances: Sequence[np.ndarray],
-                   diameter: float | None) -> tuple[float | None, float]:
-    """``(data diameter, resampling factor)`` for training ``model`` on these cell labels.
-
-    The diameter is ``diameter`` when given, else the median of the labeled cells; without
-    cells (only removals, say) the model's own recorded scale is kept.
-    """
-    if diameter is None:
-        sizes = [object_diameters(inst) for inst in planes_instances]
-        pooled = np.concatenate(sizes) if sizes else np.zeros(0)
-        diameter = float(np.median(pooled)) if pooled.size else None
-    if diameter is None:
-        return data_diameter(model), scale_factor(model, None)
-    model_size = model_diameter(model) if is_trained(model) else None
-    return diameter, training_factor(diameter, model_size)
-
-
-def training_slice(plane: TrainingPlane, factor: float, rng: np.random.Generator) -> TrainingSlice:
-    """A normalized training slice of ``plane`` resampled by ``factor``."""
-    image, instances, mask = plane.image, plane.instances, plane.mask
-    if factor != 1.0:
-        shape = scaled_shape(mask.shape, factor)
-        image = resample(image, shape)
-        instances = resample(instances, shape, order=0)
-        mask = resample(mask, shape, order=0)
-    cells = instances > 0
-    return TrainingSlice(
-        image=_normalize(image), instances=instances, mask=mask,
-        fg=_candidates(cells & mask, rng), bg=_candidates(~cells & mask, rng),
-    )
-
-
-def _prepare(
-    model: torch.nn.Module,
-    images: Any,
-    labels: Any,
-    cfg: TrainConfig,
-    channel_axis: int | None,
-    rng: np.random.Generator,
-) -> tuple[list[TrainingSlice], dict[str, float | None]]:
-    """Validate, split, resample to the training scale and normalize all pairs."""
-    planes = training_planes(model, images, labels, cfg, channel_axis)
-    if not planes:
-        raise ValueError(NO_LABELS_MESSAGE)
-    diameter, factor = training_scale(
-        model, [p.instances[p.mask] for p in planes], cfg.diameter
-    )
-    slices = [training_slice(p, factor, rng) for p in planes]
-    check_label_classes(
-        any(s.fg.size for s in slices),
-        any(s.bg.size for s in slices),
-        cfg.dense,
-        one_class_ok=keeps_unlabeled(model, cfg),
-    )
-    scale = {
-        "data_diameter": diameter,
-        "object_diameter": None if diameter is None else diameter * factor,
-        "factor": factor,
-    }
-    return slices, scale
-
-
-def keeps_unlabeled(model: torch.nn.Module, cfg: TrainConfig) -> bool:
-    """True when the unlabeled pixels keep ``model``'s answer at a fixed (given) weight.
-
-    Then that answer supplies the class the labels lack, so corrections of one kind (only
-    removed objects, say) are enough to train on.
-    """
-    return not cfg.dense and (cfg.distill_weight or 0.0) > 0 and is_trained(model)
-
-
-def check_label_classes(
-    has_cells: bool, has_background: bool, dense: bool, one_class_ok: bool = False
-) -> None:
-    """Raise ``ValueError`` (a message for the user) unless both classes are labeled.
-
-    ``one_class_ok``: see :func:`keeps_unlabeled`; at least one labeled pixel is still needed.
-    """
-    if one_class_ok and (has_cells or has_background):
-        return
-    if not has_cells:
-        first_cell = 1 if dense else 2
-        raise ValueError(f"no cells labeled: paint at least one cell (label >= {first_cell})")
-    if not has_background:
-        raise ValueError(
-            "no background labeled: paint some background (label 1)"
-            if not dense
-            else "the labels contain no background (0): every pixel is a cell"
-        )
-
-
-def default_patch_size(model: torch.nn.Module, slices_shape: Sequence[tuple[int, int]]) -> int:
-    """Output patch side: ``DEFAULT_OUTPUT_PATCH`` px, or less for images smaller than that."""
-    largest = max(max(shape) for shape in slices_shape)
-    return max(1, min(DEFAULT_OUTPUT_PATCH, largest))
-
-
-class PatchSampler:
-    """Draws augmented ``(image, target, weight)`` training patches."""
-
-    def __init__(
-        self,
-        slices: list[TrainingSlice],
-        cfg: TrainConfig,
-        in_shape: tuple[int, int],
-        out_shape: tuple[int, int],
-        rng: np.random.Generator,
-        n_classes: int = 2,
-        boost: float = 1.0,
-    ) -> None:
-        self.slices = slices
-        self.boost = float(boost)
-        self.cfg = cfg
-        self.in_shape = in_shape
-        self.out_shape = out_shape
-        self.offset = ((in_shape[0] - out_shape[0]) // 2, (in_shape[1] - out_shape[1]) // 2)
-        self.rng = rng
-        self.n_classes = n_classes
-        self.fg_counts = np.array([s.fg.size for s in slices], dtype=np.float64)
-        self.bg_counts = np.array([s.bg.size for s in slices], dtype=np.float64)
-
-    def _centre(self) -> tuple[TrainingSlice, int, int]:
-        use_fg = self.bg_counts.sum() == 0 or (
-            self.fg_counts.sum() > 0 and self.rng.random() < self.cfg.foreground_fraction
-        )
-        counts = self.fg_counts if use_fg else self.bg_counts
-        s = self.slices[int(self.rng.choice(len(self.slices), p=counts / counts.sum()))]
-        pool = s.fg if use_fg else s.bg
-        flat = int(pool[self.rng.integers(pool.size)])
-        cy, cx = divmod(flat, s.mask.shape[1])
-        return s, cy, cx
-
-    def _extract(self, s: TrainingSlice, cy: int, cx: int):
-        (ih, iw), (oh, ow), (py, px) = self.in_shape, self.out_shape, self.offset
-        top, left = cy - oh // 2 - py, cx - ow // 2 - px
-        h, w = s.mask.shape
-        ys, xs = np.arange(top, top + ih), np.arange(left, left + iw)
-        image = s.image[:, reflect_indices(top, ih, h)[:, None], reflect_indices(left, iw, w)]
-        inside = ((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :]
-        yc, xc = np.clip(ys, 0, h - 1)[:, None], np.clip(xs, 0, w - 1)[None, :]
-        instances = np.where(inside, s.instances[yc, xc], 0).astype(np.int32)
-        mask = (inside & s.mask[yc, xc]).astype(np.uint8)
-        if s.boost is not None:  # 2 = a labeled pixel the user corrected recently
-            mask += mask & s.boost[yc, xc]
-        return image, instances, mask
-
-    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One patch: image ``(C, in_h, in_w)``, target and weights ``(out_h, out_w)``."""
-        for _ in range(10):
-            patch = self.patch(*self._centre())
-            if patch[2].any():  # an augmented patch can lose its labeled pixels; draw again
-                break
-        return patch
-
-    def patch(self, s: TrainingSlice, cy: int, cx: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The augmented patch whose output is centred on ``(cy, cx)`` of ``s``."""
-        (oh, ow), (py, px) = self.out_shape, self.offset
-        image, instances, mask = self._extract(s, cy, cx)
-        if self.cfg.augment:
-            image, instances, mask = random_augment(
-                image,
-                instances,
-                self.rng,
-                elastic=self.cfg.elastic_sigma > 0,
-                grid=self.cfg.elastic_grid,
-                sigma=self.cfg.elastic_sigma,
-                weights=mask,
-            )
-        weights = weight_map(instances, self.cfg.w0, self.cfg.sigma, labeled_mask=mask > 0)
-        if self.boost != 1.0:
-            weights = np.where(mask == 2, weights * self.boost, weights)
-        weights = weights[py : py + oh, px : px + ow]
-        target = class_target(instances, self.n_classes)[py : py + oh, px : px + ow]
-        return np.ascontiguousarray(image, dtype=np.float32), target, weights
-
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        patches = [self.sample() for _ in range(n)]
-        return tuple(torch.from_numpy(np.stack(p)) for p in zip(*patches, strict=True))
-
-
-def class_target(instances: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-pixel class: 0 background, 1 cell; with 3 classes, 2 = the cell's 1 px border.
-
-    The border class marks where a cell meets anything else (another cell or background), so a
-    3-class network predicts what separates touching cells, not only where cells are.
-    """
-    cells = instances > 0
-    target = cells.astype(np.int64)
-    if n_classes >= 3:
-        from scipy import ndimage as ndi
-
-        edge = ndi.maximum_filter(instances, 3) != ndi.minimum_filter(instances, 3)
-        target[cells & edge] = 2
-    return target
 
 
 def _lr_factor(step: int, fraction: float, warmup: int) -> float:
@@ -515,12 +196,6 @@ def new_image_type_hint(model: torch.nn.Module) -> str | None:
         "look new to it, so little of what it knew was kept. If the result is poor, train a "
         "'new model' on the same labels: on H&E nuclei that learned more in our tests."
     )
-
-
-def is_trained(model: torch.nn.Module) -> bool:
-    """True for a model that was trained before (its metadata records a training run)."""
-    metadata = getattr(model, "metadata", None)
-    return isinstance(metadata, dict) and "training" in metadata
 
 
 def records_data_scale(model: torch.nn.Module, diameter: float | None) -> bool:
@@ -580,7 +255,7 @@ def check_training_data(model: torch.nn.Module, images: Any, labels: Any,
     _check_model(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _prepare(model, images, labels, cfg, channel_axis, np.random.default_rng(0))[0]
+        prepare_slices(model, images, labels, cfg, channel_axis, np.random.default_rng(0))[0]
     return [str(w.message) for w in caught]
 
 
@@ -833,7 +508,7 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
-    slices, scale = _prepare(model, images, labels, cfg, channel_axis, rng)
+    slices, scale = prepare_slices(model, images, labels, cfg, channel_axis, rng)
     sampler, side = _make_sampler(model, cfg, slices, rng)
     fine_tuning = is_trained(model)
     settings, start_threshold = _record_start(model, cfg, slices, scale, sampler, side)

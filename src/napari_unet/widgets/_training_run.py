@@ -24,13 +24,8 @@ from napari.qt.threading import create_worker
 from napari_unet.core.labels import NO_LABELS_MESSAGE, summarize, validate_pair
 from napari_unet.core.model import DEFAULT_CONFIG, UNet
 from napari_unet.core.segment import Annotations, to_single_channel
-from napari_unet.core.training import (
-    TrainConfig,
-    TrainProgress,
-    check_label_classes,
-    keeps_unlabeled,
-    train,
-)
+from napari_unet.core.training import TrainConfig, TrainProgress, train
+from napari_unet.core.training_data import check_label_classes, keeps_unlabeled
 
 from . import _notify
 from ._layers import image_layer_data

@@ -36,16 +36,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.model import DEFAULT_CONFIG
+from napari_unet.core.model import DEFAULT_CONFIG, is_trained
 from napari_unet.core.training import (
     FINE_TUNE_LEARNING_RATE,
     TrainConfig,
     TrainProgress,
     correction_settings,
-    is_trained,
-    keeps_unlabeled,
     new_image_type_hint,
 )
+from napari_unet.core.training_data import keeps_unlabeled
 from napari_unet.widgets._qt import ViewerWidget, calls_weakly, unless_deleted
 
 from . import _notify, _roles
