@@ -106,7 +106,7 @@ def test_train_checks_out_before_any_work_and_save_errors_are_one_line(
         raise AssertionError("data were read before --out was checked")
 
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "_read", no_reading)
+        patch.setattr(cli.train, "_read", no_reading)
         assert _train(data, tmp_path / "nodir" / "m.pt", "--steps", "1") == 3
         message = _error(capsys)
         assert "nodir" in message and "does not exist" in message
@@ -291,7 +291,7 @@ def test_oversized_inputs_and_options_are_refused_without_traceback(
     def exhausted(args):
         raise MemoryError("Unable to allocate 37.3 GiB for an array")
 
-    monkeypatch.setattr(cli, "_cmd_train", exhausted)
+    monkeypatch.setattr(cli.parser, "_cmd_train", exhausted)
     assert _train(data, tmp_path / "m.pt", "--steps", "1") == 5
     assert "out of memory" in _error(capsys)
     assert not (tmp_path / "m.pt").exists()
@@ -388,7 +388,7 @@ def _press_ctrl_c():
 def test_ctrl_c_in_train_saves_the_last_finished_step(data, tmp_path, capsys, monkeypatch):
     for at, interrupt in ((2, _press_ctrl_c), (1, _raise_keyboard_interrupt)):
         bar = _Bar(at, interrupt)
-        monkeypatch.setattr(cli, "_bar", lambda *args, bar=bar, **kwargs: bar)
+        monkeypatch.setattr(cli.train, "_bar", lambda *args, bar=bar, **kwargs: bar)
         out = tmp_path / f"m{at}.pt"
         assert _train(data, out, "--steps", "50", "--dense-labels") == 130
         message = _error(capsys)
