@@ -255,7 +255,7 @@ def run_variant(model0: UNet, target, others: list, kind: K.Kind, variant: str,
 
     model = copy.deepcopy(model0)
     settings = LiveSettings(learning_rate=args.lr, seed=args.seed, device="cpu",
-                            **VARIANTS[variant])
+                            **{"anchor": args.anchor, **VARIANTS[variant]})
     session = Session(model, target[1], target[2], kind, settings, paint=args.paint,
                       shown=args.shown)
     base_others = others_accuracy(model, others, kind)
@@ -405,6 +405,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps-per-click", type=int, default=30)
     parser.add_argument("--start-steps", type=int, default=1200)
     parser.add_argument("--lr", type=float, default=LiveSettings.learning_rate)
+    parser.add_argument("--anchor", type=float, default=LiveSettings.anchor,
+                        help="pull toward the session's starting weights (LiveSettings.anchor)")
     parser.add_argument("--others", type=int, default=3)
     parser.add_argument("--val", type=int, default=6, help="val images loaded (fixed subset)")
     parser.add_argument("--others-every", type=int, default=5)

@@ -272,3 +272,31 @@ def test_threshold_frame_puts_the_loss_boundary_at_the_models_threshold(threshol
     assert torch.equal(off._at_threshold(logits), logits)
     new = LiveTrainer(_tiny(), image, LiveSettings(threshold_frame=True, device="cpu"))
     assert torch.equal(new._at_threshold(logits), logits)
+
+
+def test_anchor_holds_the_weights_near_where_the_session_started():
+    """The same 20 steps move the weights less the stronger the anchor; 0 is no pull."""
+    image, truth = make_cells((96, 96), n_cells=6, seed=5)
+    moved = {}
+    for anchor in (0.0, 30.0, 3000.0):
+        model = _tiny()
+        model.metadata["training"] = {"steps": 1}  # a trained model (a new one is not held)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer = LiveTrainer(model, image, LiveSettings(learning_rate=1e-2, anchor=anchor,
+                                                         device="cpu"))
+        trainer.update(_sparse(truth, cells=3))
+        for _ in range(20):
+            trainer.step()
+        moved[anchor] = _distance(trainer.close(), start)
+    assert moved[0.0] > 1.2 * moved[30.0] > 0
+    assert moved[3000.0] < 0.25 * moved[0.0]
+    new = _tiny()
+    start = {k: v.clone() for k, v in new.state_dict().items()}
+    trainer = LiveTrainer(new, image, LiveSettings(learning_rate=1e-2, anchor=3000.0,
+                                                   device="cpu"))
+    trainer.update(_sparse(truth, cells=3))
+    for _ in range(20):
+        trainer.step()
+    assert _distance(trainer.close(), start) > 0.5 * moved[0.0]
+    with pytest.raises(ValueError, match="anchor"):
+        LiveSettings(anchor=-1.0).validate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -112,6 +113,45 @@ def test_same_seed_same_losses():
     first = _losses(5)
     assert first == _losses(5)
     assert first != _losses(6)
+
+
+def _losses_and_weights(prefetch: bool) -> tuple[list[float], list[torch.Tensor]]:
+    image, labels = make_cells((96, 96), 8, seed=3)
+    model = tiny()
+    losses = [r.loss for r in train(model, image, labels, dense=True, steps=6, seed=2,
+                                    prefetch=prefetch, **FAST)]
+    return losses, [p.detach() for p in model.parameters()]
+
+
+def test_prefetched_batches_train_the_same_as_drawn_in_the_loop():
+    (a, wa), (b, wb) = _losses_and_weights(True), _losses_and_weights(False)
+    assert a == b
+    assert all(torch.equal(x, y) for x, y in zip(wa, wb, strict=True))
+
+
+def test_a_sampler_error_in_the_prefetch_thread_raises_in_training(monkeypatch):
+    from napari_unet.core.patches import PatchSampler
+
+    calls = {"n": 0}
+    real = PatchSampler.batch
+
+    def fails_on_third(self, n):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("sampling failed")
+        return real(self, n)
+
+    monkeypatch.setattr(PatchSampler, "batch", fails_on_third)
+    image, labels = make_cells((96, 96), 8, seed=3)
+    model = tiny()
+    threads_before = threading.active_count()
+    gen = train(model, image, labels, dense=True, steps=20, seed=0, **FAST)
+    steps = []
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        for r in gen:
+            steps.append(r.step)
+    assert steps == [1, 2]
+    assert not model.training and threading.active_count() == threads_before
 
 
 def test_close_early_leaves_usable_model():

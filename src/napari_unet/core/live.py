@@ -33,6 +33,7 @@ from .tiling import predict_region
 from .training import (
     FINE_TUNE_LEARNING_RATE,
     TrainConfig,
+    WeightAnchor,
     correction_settings,
     records_data_scale,
 )
@@ -45,11 +46,21 @@ from .training_data import (
     training_slice,
 )
 
-__all__ = ["KEPT_WARNING", "LIVE_LEARNING_RATE", "REVERTS", "LiveSettings", "LiveTrainer"]
+__all__ = [
+    "KEPT_WARNING",
+    "LIVE_ANCHOR",
+    "LIVE_LEARNING_RATE",
+    "REVERTS",
+    "LiveSettings",
+    "LiveTrainer",
+]
 
 #: a click should be learned within a few dozen steps: 3x the one-shot fine-tuning rate
 #: (benchmarks/README.md, finding L1)
 LIVE_LEARNING_RATE = 3 * FINE_TUNE_LEARNING_RATE
+#: pull of a trained model's weights toward where the session started, after every step
+#: (``training.WeightAnchor``): it keeps the images nobody corrected (finding L17)
+LIVE_ANCHOR = 100.0
 
 #: how many corrections back an undo can go (one copy of the weights each)
 REVERTS = 5
@@ -62,7 +73,8 @@ KEPT_WARNING = 0.5
 @dataclass
 class LiveSettings:
     """How a live session trains: ``recent_fraction`` of the patches are centred on one of the
-    last ``recent`` corrections, whose pixels weigh ``correction_weight`` times more."""
+    last ``recent`` corrections, whose pixels weigh ``correction_weight`` times more; a trained
+    model's weights are pulled back toward the session's start by ``anchor`` (0: off)."""
 
     learning_rate: float = LIVE_LEARNING_RATE
     batch_size: int = 4
@@ -71,6 +83,7 @@ class LiveSettings:
     correction_weight: float = 3.0
     replay_fraction: float = 0.0
     balanced_distill: bool = False
+    anchor: float = LIVE_ANCHOR
     threshold_frame: bool = False
     dense: bool = False
     diameter: float | None = None
@@ -84,6 +97,8 @@ class LiveSettings:
         for name in ("recent_fraction", "replay_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.anchor >= 0.0:
+            raise ValueError(f"anchor must be >= 0, got {self.anchor}")
         if not self.correction_weight >= 1.0:
             raise ValueError(f"correction_weight must be >= 1, got {self.correction_weight}")
 
@@ -168,6 +183,7 @@ class LiveTrainer:
         self._pending: tuple[np.ndarray, np.ndarray | None] | None = None
         self._sampler: _CorrectionSampler | None = None
         self._teacher = self._optimizer = None
+        self._anchor: WeightAnchor | None = None
         self._scaled_image: np.ndarray | None = None
         self._records_scale = records_data_scale(model, self.settings.diameter)
         self._start_cells: np.ndarray | None = None  # the start model's cells, off the labels
@@ -339,6 +355,8 @@ class LiveTrainer:
         place_for_training(self.model, self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self._optimizer = torch.optim.Adam(params, lr=self.cfg.learning_rate)
+        if self.settings.anchor > 0 and is_trained(self.model):  # a new network: free to move
+            self._anchor = WeightAnchor(params, self.settings.anchor)  # (after the placement)
 
     def _train_mode(self) -> None:
         self.model.train()
@@ -370,6 +388,8 @@ class LiveTrainer:
             raise ValueError("live training diverged (the loss is not finite)")
         loss.backward()
         self._optimizer.step()
+        if self._anchor is not None:
+            self._anchor.pull(self.cfg.learning_rate * warm)
         self.steps += 1
         self.loss = float(loss.detach())
         return self.loss
@@ -425,7 +445,7 @@ class LiveTrainer:
 
     def close(self) -> torch.nn.Module:
         """End the session: the model in eval mode on the CPU, device memory freed."""
-        self._optimizer = self._teacher = self._sampler = None
+        self._optimizer = self._teacher = self._sampler = self._anchor = None
         self.model.eval()
         release_to_cpu(self.model)
         free_device_memory(self.device)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,7 +18,13 @@ from .weights import weight_map
 if TYPE_CHECKING:
     from .training import TrainConfig
 
-__all__ = ["DEFAULT_OUTPUT_PATCH", "PatchSampler", "class_target", "default_patch_size"]
+__all__ = [
+    "DEFAULT_OUTPUT_PATCH",
+    "PatchSampler",
+    "Prefetcher",
+    "class_target",
+    "default_patch_size",
+]
 
 # Output patch side used when TrainConfig.patch_size is None (see default_patch_size).
 DEFAULT_OUTPUT_PATCH = 96
@@ -126,3 +134,58 @@ def class_target(instances: np.ndarray, n_classes: int) -> np.ndarray:
         edge = ndi.maximum_filter(instances, 3) != ndi.minimum_filter(instances, 3)
         target[cells & edge] = 2
     return target
+
+
+class _Failed:
+    """What the prefetch thread hands over instead of a batch when drawing one failed."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Prefetcher:
+    """Draws the next batch of ``sampler`` in a background thread while this one trains.
+
+    Batches come in the order one thread draws them, so training is the same as drawing them
+    in the loop (same seed, same patches). An error in the sampler is raised by :meth:`next`.
+    """
+
+    def __init__(self, sampler: PatchSampler, batch_size: int) -> None:
+        self._sampler, self._batch_size = sampler, batch_size
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="napari-unet-patches",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._put(self._sampler.batch(self._batch_size))
+        except BaseException as error:  # handed to the training thread
+            self._put(_Failed(error))
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next batch ``(x, target, weights)``, drawn while the previous one trained."""
+        item = self._queue.get()
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        """Stop the thread and drop the batch it holds."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=0.05)

@@ -23,7 +23,7 @@ from .calibration import ClassMass, calibrated_threshold
 from .device import free_device_memory, place_for_training, release_to_cpu, resolve_device
 from .losses import distillation_loss, label_agreement, trust_from, weighted_cross_entropy
 from .model import is_trained
-from .patches import PatchSampler, default_patch_size
+from .patches import PatchSampler, Prefetcher, default_patch_size
 from .scale import data_diameter
 from .training_data import NORMALIZATION, TrainingSlice, prepare_slices
 
@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_DISTILL_WEIGHT",
     "TrainConfig",
     "TrainProgress",
+    "WeightAnchor",
     "check_training_data",
     "correction_settings",
     "new_image_type_hint",
@@ -90,6 +91,7 @@ class TrainConfig:
     distill_weight: float | None = None
     anchor: float | None = None
     diameter: float | None = None
+    prefetch: bool = True
     channel_conversion: str | None = None
 
     def validate(self) -> None:
@@ -359,7 +361,7 @@ class _Distiller:
         return self.weight * trust * distillation_loss(logits, soft, weights == 0)
 
 
-class _Anchor:
+class WeightAnchor:
     """Pulls the weights toward where training started: ``w -= lr * anchor * (w - w_start)``."""
 
     def __init__(self, params: list[torch.nn.Parameter], strength: float) -> None:
@@ -383,7 +385,7 @@ def train_step(
     lr: float,
     use_amp: bool = False,
     distiller: _Distiller | None = None,
-    anchor: _Anchor | None = None,
+    anchor: WeightAnchor | None = None,
     mass: ClassMass | None = None,
     step: int = 1,
     base_lr: float | None = None,
@@ -449,7 +451,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     distiller: _Distiller | None
-    anchor: _Anchor | None
+    anchor: WeightAnchor | None
 
 
 def _start_run(
@@ -474,7 +476,7 @@ def _start_run(
         anchor *= settings["start_trust"]
     settings["anchor"] = anchor
     params = [p for p in model.parameters() if p.requires_grad]
-    puller = _Anchor(params, anchor) if anchor > 0 else None
+    puller = WeightAnchor(params, anchor) if anchor > 0 else None
     model.train()
     if res.freeze_stats:
         for module in model.modules():
@@ -516,13 +518,15 @@ def train(
     settings["distill_weight"] = res.distill
     device = res.device
     old_threads = torch.get_num_threads() if cfg.num_threads is not None else None
-    mass, step = ClassMass(), 0
+    mass, step, batches = ClassMass(), 0, None
     try:
         run = _start_run(model, cfg, res, sampler, settings)
         clock = _Clock(cfg.steps, cfg.minutes)
+        batches = Prefetcher(sampler, cfg.batch_size) if cfg.prefetch else None
         while True:
             lr = cfg.learning_rate * clock.lr_factor(step)
-            batch = [t.to(device) for t in sampler.batch(cfg.batch_size)]
+            drawn = batches.next() if batches is not None else sampler.batch(cfg.batch_size)
+            batch = [t.to(device) for t in drawn]
             loss = train_step(
                 model, run.optimizer, run.scaler, batch, lr=lr, use_amp=res.use_amp, mass=mass,
                 distiller=run.distiller, anchor=run.anchor, step=step + 1, base_lr=cfg.learning_rate
@@ -543,6 +547,8 @@ def train(
             _calibrate(model, slices, mass, cfg, start_threshold, device)
         raise
     finally:
+        if batches is not None:
+            batches.close()
         run = None  # drops the optimizer, the teacher and the starting weights
         _release(model, device, old_threads)
 
