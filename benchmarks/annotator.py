@@ -370,7 +370,8 @@ def merge(paths: list[Path]) -> dict:
 
 
 def draw(results: dict, path: Path) -> None:
-    """Accuracy@0.5 of the corrected image against clicks and wall time, per kind."""
+    """Accuracy@0.5 against clicks and wall time, per kind: the corrected image (line) and the
+    uncorrected ones (dashed, with markers where they were measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -385,15 +386,26 @@ def draw(results: dict, path: Path) -> None:
             ys = [p["accuracy"] for p in r["curve"]]
             line, = axes[0].plot(xs, ys, style, label=f"{kind} {variant}")
             axes[1].plot(ts, ys, style, color=line.get_color())
+            others = [p for p in r["curve"] if p.get("others") is not None]
+            for ax, key in ((axes[0], "clicks"), (axes[1], "seconds")):
+                ax.plot([p[key] for p in others], [p["others"] for p in others], "--o",
+                        color=line.get_color(), markersize=3, linewidth=1)
+    threads = sorted({str(a.get("threads", "?")) for a in _run_args(results)})
     axes[0].set_xlabel("clicks")
-    axes[1].set_xlabel("training + prediction time (s, 1 CPU thread)")
+    axes[1].set_xlabel(f"training + prediction time (s, {'/'.join(threads)} CPU threads)")
     for ax in axes:
-        ax.set_ylabel("accuracy@0.5, corrected image")
+        ax.set_ylabel("accuracy@0.5 (dashed: uncorrected images)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Simulated annotator, live training (benchmarks/annotator.py)")
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _run_args(results: dict) -> list[dict]:
+    """The command-line arguments of each run merged into ``results``."""
+    args = results.get("args", {})
+    return args if isinstance(args, list) else [args]
 
 
 def parse_args() -> argparse.Namespace:
