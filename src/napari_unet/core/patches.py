@@ -148,15 +148,18 @@ class Prefetcher:
 
     Batches come in the order one thread draws them, so training is the same as drawing them
     in the loop (same seed, same patches). An error in the sampler is raised by :meth:`next`.
+    ``background=False`` draws each batch in :meth:`next` instead (no thread).
     """
 
-    def __init__(self, sampler: PatchSampler, batch_size: int) -> None:
+    def __init__(self, sampler: PatchSampler, batch_size: int, background: bool = True) -> None:
         self._sampler, self._batch_size = sampler, batch_size
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, name="napari-unet-patches",
-                                        daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._fill, name="napari-unet-patches",
+                                            daemon=True)
+            self._thread.start()
 
     def _put(self, item: Any) -> None:
         while not self._stop.is_set():
@@ -175,6 +178,8 @@ class Prefetcher:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The next batch ``(x, target, weights)``, drawn while the previous one trained."""
+        if self._thread is None:
+            return self._sampler.batch(self._batch_size)
         item = self._queue.get()
         if isinstance(item, _Failed):
             raise item.error
@@ -183,7 +188,7 @@ class Prefetcher:
     def close(self) -> None:
         """Stop the thread and drop the batch it holds."""
         self._stop.set()
-        while self._thread.is_alive():
+        while self._thread is not None and self._thread.is_alive():
             try:
                 self._queue.get(timeout=0.05)
             except queue.Empty:

@@ -512,21 +512,18 @@ def train(
         torch.manual_seed(cfg.seed)
     slices, scale = prepare_slices(model, images, labels, cfg, channel_axis, rng)
     sampler, side = _make_sampler(model, cfg, slices, rng)
-    fine_tuning = is_trained(model)
+    res = _resolve(cfg, is_trained(model))  # before _record_start marks the model trained
     settings, start_threshold = _record_start(model, cfg, slices, scale, sampler, side)
-    res = _resolve(cfg, fine_tuning)
     settings["distill_weight"] = res.distill
-    device = res.device
     old_threads = torch.get_num_threads() if cfg.num_threads is not None else None
-    mass, step, batches = ClassMass(), 0, None
+    mass, step = ClassMass(), 0
+    batches = Prefetcher(sampler, cfg.batch_size, background=cfg.prefetch)
     try:
         run = _start_run(model, cfg, res, sampler, settings)
         clock = _Clock(cfg.steps, cfg.minutes)
-        batches = Prefetcher(sampler, cfg.batch_size) if cfg.prefetch else None
         while True:
             lr = cfg.learning_rate * clock.lr_factor(step)
-            drawn = batches.next() if batches is not None else sampler.batch(cfg.batch_size)
-            batch = [t.to(device) for t in drawn]
+            batch = [t.to(res.device) for t in batches.next()]
             loss = train_step(
                 model, run.optimizer, run.scaler, batch, lr=lr, use_amp=res.use_amp, mass=mass,
                 distiller=run.distiller, anchor=run.anchor, step=step + 1, base_lr=cfg.learning_rate
@@ -535,22 +532,21 @@ def train(
             settings["steps_completed"] = step
             done, elapsed, eta = clock.after(step)
             if done:
-                _calibrate(model, slices, mass, cfg, start_threshold, device)
+                _calibrate(model, slices, mass, cfg, start_threshold, res.device)
             yield TrainProgress(
                 step=step, total_steps=clock.total, loss=float(loss.detach()), learning_rate=lr,
-                elapsed_s=elapsed, eta_s=eta, device=str(device), done=done,
+                elapsed_s=elapsed, eta_s=eta, device=str(res.device), done=done,
             )
             if done:
                 break
     except GeneratorExit:  # stopped early: the model of the last step gets its threshold too
         if step > 0:
-            _calibrate(model, slices, mass, cfg, start_threshold, device)
+            _calibrate(model, slices, mass, cfg, start_threshold, res.device)
         raise
     finally:
-        if batches is not None:
-            batches.close()
+        batches.close()
         run = None  # drops the optimizer, the teacher and the starting weights
-        _release(model, device, old_threads)
+        _release(model, res.device, old_threads)
 
 
 def _release(model: torch.nn.Module, device: Any, threads: int | None) -> None:

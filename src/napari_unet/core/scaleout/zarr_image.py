@@ -207,16 +207,9 @@ def predict_zarr(
     prob_dest = None if probabilities is None else Path(probabilities)
     _refuse_existing((dest, prob_dest), overwrite)
     grid, has_channel, norm_range = _plan(
-        model_obj,
-        src,
-        chunk,
-        memory_budget_mb,
-        client,
-        norm_range,
-        label_halo=label_halo,
-        tile_size=tile_size,
-        batch_size=batch_size,
-    )
+        model_obj, src, chunk, memory_budget_mb, client, norm_range,
+        label_halo=label_halo, tile_size=tile_size, batch_size=batch_size,
+    )  # fmt: skip
     opts = {"tile_size": tile_size, "batch_size": batch_size, "device": device}
     runner = _Runner(client, progress, 4 * len(grid.indices()))
     src_ref: Any = source if isinstance(source, (str, os.PathLike)) else src
