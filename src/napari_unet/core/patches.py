@@ -180,7 +180,13 @@ class Prefetcher:
         """The next batch ``(x, target, weights)``, drawn while the previous one trained."""
         if self._thread is None:
             return self._sampler.batch(self._batch_size)
-        item = self._queue.get()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():  # failed before (raised then) or closed
+                    raise RuntimeError("the patch prefetcher has stopped") from None
         if isinstance(item, _Failed):
             raise item.error
         return item

@@ -146,7 +146,6 @@ class TrainProgress:
     done: bool = False
 
 
-
 def _make_config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
     base = TrainConfig() if config is None else config
     if not isinstance(base, TrainConfig):
@@ -507,19 +506,17 @@ def train(
     """
     cfg = _make_config(config, overrides)
     _check_model(model)
-    rng = np.random.default_rng(cfg.seed)
-    if cfg.seed is not None:
-        torch.manual_seed(cfg.seed)
+    rng = _seeded_rng(cfg.seed)
     slices, scale = prepare_slices(model, images, labels, cfg, channel_axis, rng)
     sampler, side = _make_sampler(model, cfg, slices, rng)
     res = _resolve(cfg, is_trained(model))  # before _record_start marks the model trained
     settings, start_threshold = _record_start(model, cfg, slices, scale, sampler, side)
     settings["distill_weight"] = res.distill
     old_threads = torch.get_num_threads() if cfg.num_threads is not None else None
-    mass, step = ClassMass(), 0
-    batches = Prefetcher(sampler, cfg.batch_size, background=cfg.prefetch)
+    mass, step, batches = ClassMass(), 0, None
     try:
-        run = _start_run(model, cfg, res, sampler, settings)
+        run = _start_run(model, cfg, res, sampler, settings)  # may draw trust batches first
+        batches = Prefetcher(sampler, cfg.batch_size, background=cfg.prefetch)
         clock = _Clock(cfg.steps, cfg.minutes)
         while True:
             lr = cfg.learning_rate * clock.lr_factor(step)
@@ -544,9 +541,17 @@ def train(
             _calibrate(model, slices, mass, cfg, start_threshold, res.device)
         raise
     finally:
-        batches.close()
+        if batches is not None:
+            batches.close()
         run = None  # drops the optimizer, the teacher and the starting weights
         _release(model, res.device, old_threads)
+
+
+def _seeded_rng(seed: int | None) -> np.random.Generator:
+    """The patches' random generator; torch is seeded too (its draws, if any)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return np.random.default_rng(seed)
 
 
 def _release(model: torch.nn.Module, device: Any, threads: int | None) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 #: what ``core.labels.validate_pair``'s warnings about labels of one class say; moot when the
-#: unlabeled pixels keep the model's answer (``core.training.keeps_unlabeled``)
+#: unlabeled pixels keep the model's answer (``core.training_data.keeps_unlabeled``)
 ONE_CLASS_WARNING = "the network only sees"
 
 # Niceness added to the training thread (Linux: per thread) so that, when the CPU is busy, the
@@ -134,7 +134,7 @@ def collect_training_data(
 
     Raises ValueError (message for the user) for shape or channel mismatches, unlabeled data,
     images smaller than the network's field of view or a model with another channel count.
-    ``one_class_ok``: labels of one class suffice (``core.training.keeps_unlabeled``); the
+    ``one_class_ok``: labels of one class suffice (``core.training_data.keeps_unlabeled``); the
     warnings that the network "only sees" one class are then left out, as they do not hold.
     """
     if not pairs:
