@@ -184,8 +184,8 @@ class Prefetcher:
             try:
                 item = self._queue.get(timeout=0.1)
                 break
-            except queue.Empty:
-                if not self._thread.is_alive():  # failed before (raised then) or closed
+            except queue.Empty:  # a dead thread has finished its last put: empty is final
+                if not self._thread.is_alive() and self._queue.empty():
                     raise RuntimeError("the patch prefetcher has stopped") from None
         if isinstance(item, _Failed):
             raise item.error
