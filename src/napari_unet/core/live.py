@@ -25,7 +25,7 @@ import torch
 
 from .device import free_device_memory, place_for_training, release_to_cpu, resolve_device
 from .losses import distillation_loss, weighted_cross_entropy
-from .model import is_trained
+from .model import is_trained, train_mode
 from .patches import PatchSampler, default_patch_size
 from .scale import model_diameter, resample
 from .segment import Annotations, model_threshold
@@ -358,20 +358,13 @@ class LiveTrainer:
         if self.settings.anchor > 0 and is_trained(self.model):  # a new network: free to move
             self._anchor = WeightAnchor(params, self.settings.anchor)  # (after the placement)
 
-    def _train_mode(self) -> None:
-        self.model.train()
-        if is_trained(self.model):
-            for module in self.model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()  # keeps the running statistics; affine weights still learn
-
     def step(self) -> float | None:
         """One optimizer step on the current annotations; None while there is nothing to learn."""
         self._take_pending()
         if self._sampler is None:
             return None
         self._start()
-        self._train_mode()
+        train_mode(self.model, freeze_norm_stats=is_trained(self.model))
         warm = min(1.0, (self.steps + 1) / 10)  # a short warm-up, then a constant rate
         for group in self._optimizer.param_groups:
             group["lr"] = self.cfg.learning_rate * warm

@@ -361,6 +361,16 @@ def fold_batchnorm(model: UNet) -> UNet:
     return folded
 
 
+def train_mode(model: torch.nn.Module, freeze_norm_stats: bool) -> None:
+    """Put ``model`` in training mode; with ``freeze_norm_stats`` its BatchNorm layers keep
+    their running statistics (the affine weights still learn)."""
+    model.train()
+    if freeze_norm_stats:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def is_trained(model: torch.nn.Module) -> bool:
     """True for a model that was trained before (its metadata records a training run)."""
     metadata = getattr(model, "metadata", None)

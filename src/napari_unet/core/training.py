@@ -22,7 +22,7 @@ import torch
 from .calibration import ClassMass, calibrated_threshold
 from .device import free_device_memory, place_for_training, release_to_cpu, resolve_device
 from .losses import distillation_loss, label_agreement, trust_from, weighted_cross_entropy
-from .model import is_trained
+from .model import is_trained, train_mode
 from .patches import PatchSampler, Prefetcher, default_patch_size
 from .scale import data_diameter
 from .training_data import NORMALIZATION, TrainingSlice, prepare_slices
@@ -476,11 +476,7 @@ def _start_run(
     settings["anchor"] = anchor
     params = [p for p in model.parameters() if p.requires_grad]
     puller = WeightAnchor(params, anchor) if anchor > 0 else None
-    model.train()
-    if res.freeze_stats:
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.eval()  # keeps running statistics; affine weights still learn
+    train_mode(model, res.freeze_stats)
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     return _Run(optimizer, scaler, distiller, puller)
