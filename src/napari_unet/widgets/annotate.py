@@ -3,7 +3,7 @@
 With "annotation mode" on and the annotation labels layer selected in pan/zoom mode:
 
 * click inside a missed cell: the cell is grown from the click (over the probability map, or the
-  image where the probability is low; ``core.annotate.grow_cell``, at the scale of the expected
+  image where the probability is low; ``core.grow.grow_cell``, at the scale of the expected
   cell diameter) and added as a new cell, in the sparse convention with a thin background ring
   around it (off the predicted objects) so that retraining learns its border, not just "cell";
 * Alt-click or Shift-click on a wrong object: the whole object there (the labeled cell and the
