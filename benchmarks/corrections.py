@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=FINE_TUNE_LEARNING_RATE)
     parser.add_argument("--modes", nargs="+", default=["sparse", "dense"])
-    parser.add_argument("--settings", nargs="+", default=["retrain", "train-defaults"])
+    parser.add_argument("--settings", nargs="+", default=["retrain", "train-defaults"],
+                        help="retrain (correction_settings), retrain-anchorA (the same with "
+                             "weight anchor A) or train-defaults")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ring", type=int, default=BACKGROUND_RING_PX,
                         help="background ring around added cells (sparse), px")
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             labels = annotation(pred, truth, false, missed, dense=mode == "dense", ring=args.ring)
             for setting in args.settings:
                 model = copy.deepcopy(start)
-                fields = correction_settings(model, mode == "dense") if setting == "retrain" else {}
+                fields = setting_fields(setting, model, mode == "dense")
                 t0 = time.process_time()
                 try:
                     train_to_completion(
@@ -187,6 +189,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         args.write.write_text(json.dumps(records, indent=1))
     print(summary(records))
+
+
+def setting_fields(setting: str, model: torch.nn.Module, dense: bool) -> dict[str, float]:
+    """``train_to_completion`` fields of a ``--settings`` name."""
+    if setting == "train-defaults":
+        return {}
+    fields = correction_settings(model, dense)
+    if setting.startswith("retrain-anchor"):
+        fields["anchor"] = float(setting.removeprefix("retrain-anchor"))
+    elif setting != "retrain":
+        raise SystemExit(f"unknown setting {setting!r}")
+    return fields
 
 
 def summary(records: list[dict[str, Any]]) -> str:

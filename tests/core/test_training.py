@@ -14,6 +14,7 @@ from napari_unet.core.model import UNet, is_trained
 from napari_unet.core.synthetic import make_cells, sparse_annotation
 from napari_unet.core.tiling import predict_tiled
 from napari_unet.core.training import (
+    CORRECTION_ANCHOR,
     DEFAULT_DENSE_ANCHOR,
     DEFAULT_DISTILL_WEIGHT,
     TrainConfig,
@@ -460,7 +461,7 @@ def test_correction_settings_keep_the_model_where_nothing_was_corrected(dense_ru
     trained, _ = dense_run
     assert is_trained(trained) and not is_trained(tiny())
     assert correction_settings(trained, dense=False) == {
-        "distill_weight": DEFAULT_DISTILL_WEIGHT, "anchor": 0.0}
+        "distill_weight": DEFAULT_DISTILL_WEIGHT, "anchor": CORRECTION_ANCHOR}
     assert correction_settings(trained, dense=True) == {"distill_weight": 0.0, "anchor": 0.0}
     assert correction_settings(tiny(), dense=False) == {"distill_weight": 0.0, "anchor": 0.0}
 
@@ -470,7 +471,7 @@ def test_retraining_on_one_removed_object_learns_it_and_keeps_the_rest(dense_run
 
     The correction disagrees with the model by design (agreement 0), so the agreement-scaled
     default would drop the distillation and unlearn the other cells from that one object; the
-    correction settings keep it at full weight.
+    correction settings keep it at full weight, and their weight anchor holds the rest.
     """
     trained, _ = dense_run
     (image, labels), _ = cells
@@ -491,8 +492,9 @@ def test_retraining_on_one_removed_object_learns_it_and_keeps_the_rest(dense_run
                         float(after[removed].mean()), float(after[others].mean()))
     (default_trust, _, default_others), (trust, removed_p, others_p) = result.values()
     assert default_trust == 0.0 and trust == 1.0, result
-    assert removed_p < before[removed].mean() - 0.2, result  # the correction is learned
-    # the cells nobody clicked keep the prediction (measured: 0.81 -> 0.74, default 0.59)
+    # the correction is learned, held back by the anchor (measured: 0.68 -> 0.57)
+    assert removed_p < before[removed].mean() - 0.08, result
+    # the cells nobody clicked keep the prediction (measured: 0.81 -> 0.75, default 0.56)
     assert others_p > before[others].mean() - 0.12, result
     assert others_p > default_others + 0.1, result
 

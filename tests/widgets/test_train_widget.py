@@ -9,7 +9,12 @@ import torch
 from napari_unet.core.checkpoint import load_model, save_model
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import make_cells
-from napari_unet.core.training import DEFAULT_DISTILL_WEIGHT, TrainConfig, TrainProgress
+from napari_unet.core.training import (
+    CORRECTION_ANCHOR,
+    DEFAULT_DISTILL_WEIGHT,
+    TrainConfig,
+    TrainProgress,
+)
 from napari_unet.widgets import _notify, _training_run
 from napari_unet.widgets import train as train_mod
 from napari_unet.widgets._session import get_session
@@ -337,8 +342,8 @@ def test_retrain_takes_the_labels_as_corrections_of_a_trained_model(
     make_napari_viewer, qtbot, errors
 ):
     """Retrain keeps a trained model's answer wherever nothing was corrected (full distillation,
-    no weight anchor), so one removed object is enough to retrain on, and fine-tunes at the
-    gentle rate when no training settings are known."""
+    the corrections' weight anchor), so one removed object is enough to retrain on, and
+    fine-tunes at the gentle rate when no training settings are known."""
     viewer = _viewer_with_cells(make_napari_viewer)
     cells = viewer.layers["lab"].data
     viewer.add_labels(np.where(cells == cells.max(), 1, 0), name="fixes")  # one object removed
@@ -354,7 +359,7 @@ def test_retrain_takes_the_labels_as_corrections_of_a_trained_model(
     assert errors == []
     used = session.model.metadata["training"]
     assert used["distill_weight"] == DEFAULT_DISTILL_WEIGHT and used["distill_trust"] == 1.0
-    assert used["anchor"] == 0.0
+    assert used["anchor"] == CORRECTION_ANCHOR
     assert used["learning_rate"] == train_mod.FINE_TUNE_LEARNING_RATE
 
 

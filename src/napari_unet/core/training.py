@@ -28,6 +28,7 @@ from .scale import data_diameter
 from .training_data import NORMALIZATION, TrainingSlice, prepare_slices
 
 __all__ = [
+    "CORRECTION_ANCHOR",
     "DEFAULT_DISTILL_WEIGHT",
     "TrainConfig",
     "TrainProgress",
@@ -47,6 +48,8 @@ FINE_TUNE_LEARNING_RATE = 1e-4
 DEFAULT_DISTILL_WEIGHT = 10.0
 # Pull toward the starting weights on dense labels, x the trust: benchmarks/README.md finding T5.
 DEFAULT_DENSE_ANCHOR = 100.0
+#: the weight anchor of a retrain on sparse corrections (the live anchor's value; finding L19)
+CORRECTION_ANCHOR = 100.0
 # Batches the starting model predicts before a dense fine-tune to measure that agreement.
 _TRUST_BATCHES = 4
 
@@ -214,13 +217,16 @@ def correction_settings(model: torch.nn.Module, dense: bool) -> dict[str, float]
 
     Corrections are painted exactly where the model was wrong, so its agreement with them says
     nothing about the pixels nobody corrected (benchmarks/README.md finding T6).  So on sparse
-    labels the unlabeled pixels keep the model's answer at the full ``DEFAULT_DISTILL_WEIGHT``;
-    dense labels made from the prediction already hold that answer everywhere, and no weight
-    ``anchor`` holds back the corrections.
+    labels the unlabeled pixels keep the model's answer at the full ``DEFAULT_DISTILL_WEIGHT``
+    and the weights are pulled toward the model's own by ``CORRECTION_ANCHOR``, which keeps
+    the images nobody corrected (finding L19); dense labels made from the prediction already
+    hold that answer everywhere, and no anchor holds back the corrections.
     """
     if not is_trained(model):
         return {"distill_weight": 0.0, "anchor": 0.0}
-    return {"distill_weight": 0.0 if dense else DEFAULT_DISTILL_WEIGHT, "anchor": 0.0}
+    if dense:
+        return {"distill_weight": 0.0, "anchor": 0.0}
+    return {"distill_weight": DEFAULT_DISTILL_WEIGHT, "anchor": CORRECTION_ANCHOR}
 
 
 class TrainingDiverged(ValueError):
