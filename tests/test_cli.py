@@ -127,6 +127,20 @@ def test_folder_equals_per_file_python(trained, tmp_path):
         np.testing.assert_array_equal(np.load(out / f"{name}.npy"), expected)
 
 
+def test_no_flips_predicts_once(trained, tmp_path):
+    from napari_unet.core.checkpoint import load_model
+    from napari_unet.core.segment import segment
+
+    out = tmp_path / "pred"
+    args = ["predict", str(trained / "model.pt"), str(trained / "images" / "cells0.tif")]
+    args += ["--out", str(out), "--format", "npy", "--min-size", "10", "--no-flips"]
+    assert cli.main(args) == 0
+    image = read_image(trained / "images" / "cells0.tif")
+    model = load_model(trained / "model.pt")
+    once = segment(model, image, min_size=10, flips=False)
+    np.testing.assert_array_equal(np.load(out / "cells0.npy"), once.instances)
+
+
 def test_zarr_input_gives_zarr_store(trained, tmp_path):
     zarr = pytest.importorskip("zarr")
     image = read_image(trained / "images" / "cells0.tif")

@@ -83,7 +83,7 @@ def test_predict_4d_image_gives_4d_labels_plane_by_plane(data, tmp_path):
     stack = np.stack(planes).reshape(2, 2, 48, 48).astype(np.float32)
     write_array(tmp_path / "in" / "hyper.tif", stack)
     model = load_model(data / "model.pt")
-    plane = predict_tiled(model, stack[1, 0], device="cpu")[1]
+    plane = predict_tiled(model, stack[1, 0], device="cpu", flips=True)[1]  # the default
     threshold = float(np.quantile(plane, 0.7))  # an untrained net: ~30 % foreground
     code = cli.main(
         ["predict", str(data / "model.pt"), str(tmp_path / "in"), "--out", str(tmp_path / "out")]

@@ -178,7 +178,7 @@ def test_predict_files_equals_per_file(tmp_path, model):
     )
     assert [p.name for p in outs] == ["im0.png", "im1.png", "im2.png"]
     for img, out in zip(images, outs, strict=True):
-        fg = predict_tiled(model, img, tile_size=128)[1]
+        fg = predict_tiled(model, img, tile_size=128, flips=True)[1]  # the default
         expected = label_instances(fg, 0.5, 5)
         got = read_image(out)
         assert got.dtype == np.uint16
@@ -265,5 +265,5 @@ def test_a_model_changed_between_calls_predicts_with_its_new_weights(tmp_path):
     after = probabilities("b")
     for old, new in zip(before, after, strict=True):
         assert new.mean() < old.mean() - 0.1
-    np.testing.assert_allclose(after[0], 1.0 - predict_tiled(net, image, tile_size=128)[0],
-                               atol=1e-5)
+    flipped = predict_tiled(net, image, tile_size=128, flips=True)  # files: the default
+    np.testing.assert_allclose(after[0], 1.0 - flipped[0], atol=1e-5)

@@ -12,7 +12,9 @@ from napari_unet.core.device import available_devices, free_device_memory, resol
 from napari_unet.core.model import UNet
 from napari_unet.core.normalize import percentile_normalize
 from napari_unet.core.tiling import (
+    FLIP_DIMS,
     PredictionCancelled,
+    flip_average,
     iter_tiles,
     predict_region,
     predict_tiled,
@@ -107,6 +109,36 @@ def test_valid_tiled_equals_whole_image(shape, cfg):
     np.testing.assert_allclose(whole, ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(tiled, whole, atol=1e-5, rtol=0)
     np.testing.assert_allclose(tiled.sum(0), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [{}, {"padding": "same", "depth": 3}])
+def test_flip_average_is_flip_equivariant(cfg):
+    """The flip-averaged prediction of a flipped tile is the flipped prediction; one pass
+    of a random network is not."""
+    model = make_model(**cfg)
+    side = small_tile(model, 40)
+    x = torch.from_numpy(percentile_normalize(image((2, 1, side, side)), 1.0, 99.8))
+    with torch.no_grad():
+        avg = flip_average(model, x)
+        plain = torch.softmax(model(x), 1)
+        for dims in FLIP_DIMS[1:]:
+            flipped = flip_average(model, torch.flip(x, dims))
+            torch.testing.assert_close(flipped, torch.flip(avg, dims), atol=1e-5, rtol=0)
+            once = torch.softmax(model(torch.flip(x, dims)), 1)
+            assert (once - torch.flip(plain, dims)).abs().max() > 1e-3
+    torch.testing.assert_close(avg.sum(1), torch.ones_like(avg[:, 0]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (150, 97)])
+def test_flip_averaged_tiles_equal_the_whole_image(shape):
+    """Averaging over flips tile by tile keeps tiled == whole-image, and changes the result."""
+    model = make_model()
+    img = image(shape)
+    tiled = predict_tiled(model, img, tile_size=small_tile(model), device="cpu", flips=True)
+    whole = predict_tiled(model, img, tile_size=BIG, device="cpu", flips=True)
+    once = predict_tiled(model, img, tile_size=BIG, device="cpu")
+    np.testing.assert_allclose(tiled, whole, atol=1e-5, rtol=0)
+    assert np.abs(whole - once).max() > 1e-3
 
 
 @pytest.mark.parametrize("cfg", [{}, {"upsampling": "bilinear", "depth": 3}])

@@ -25,6 +25,7 @@ def oracle(monkeypatch):
     truth: dict[str, np.ndarray] = {}
 
     def fake_predict_tiled(model, image, *, progress=None, cancel=None, **kwargs):
+        truth["flips"] = kwargs.get("flips")
         fg = (truth["labels"] > 0).astype(np.float32) * 0.9 + 0.05
         for done in (1, 2):
             if cancel is not None and cancel():
@@ -299,3 +300,19 @@ def test_prediction_follows_the_users_annotations_and_relabel_keeps_them(
     qtbot.waitUntil(lambda: widget.relabel_worker is None, timeout=10_000)
     cached = get_session(viewer).predictions["cells"]
     assert follows() and cached.threshold == 0.6 and cached.annotations is not None
+
+
+def test_flip_checkbox_reaches_the_prediction(make_napari_viewer, qtbot, errors, oracle):
+    viewer = make_napari_viewer()
+    image, labels = make_cells((64, 64), n_cells=5, seed=2)
+    oracle["labels"] = labels
+    viewer.add_image(image, name="cells")
+    widget = PredictWidget(viewer)
+    get_session(viewer).set_model(UNet(depth=2, base_channels=4), "trained")
+    widget.device_combo.setCurrentText("cpu")
+    for checked in (True, False):
+        widget.flips.setChecked(checked)
+        _run(qtbot, widget.predict(start=False))
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+        assert oracle["flips"] is checked
+    assert errors == []

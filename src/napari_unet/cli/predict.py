@@ -47,6 +47,7 @@ _PREDICT_OPTIONS = (
     "channel_axis",
     "probabilities",
     "overwrite",
+    "flips",
     "chunk",
 )
 

@@ -43,6 +43,7 @@ from .scale import (
 
 __all__ = [
     "CONVERSIONS",
+    "DEFAULT_FLIPS",
     "Annotations",
     "Segmentation",
     "auto_factor",
@@ -62,6 +63,10 @@ __all__ = [
 
 #: ways to turn a colour image into the one channel a single-channel model reads
 CONVERSIONS = ("hematoxylin", "grey", "first")
+#: a whole-image prediction averages over the image's four flips (test-time augmentation):
+#: higher accuracy on every kind of image for 4 times the network's work (benchmarks/README.md
+#: finding P5); the live overlay and the estimate of the object size predict once
+DEFAULT_FLIPS = True
 # Object-size search of estimate_diameter: factors tried, and the side (px) of the resampled
 # crop each is predicted on.
 _SEARCH_FACTORS = (2.0, 1.0, 0.5, 0.25, 0.125)
@@ -205,6 +210,7 @@ def predict_maps(
     progress: Callable[[int, int], Any] | None = None,
     cancel: Callable[[], bool] | None = None,
     factor: float | None = None,
+    flips: bool = DEFAULT_FLIPS,
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
     """``(cell probability, interior probability or None, factor)`` of a prepared image.
 
@@ -212,6 +218,7 @@ def predict_maps(
     (border-aware) networks.  ``diameter``: the objects' size in this image (pixels); None: the
     size in the model's own training data (no resampling for a model without one); ``"auto"``:
     estimated.  ``factor``: the resampling factor itself (one found before), instead.
+    ``flips``: average the prediction over the image's flips (``tiling.flip_average``).
     """
     from .tiling import inference_net
 
@@ -226,7 +233,7 @@ def predict_maps(
         else:
             factor = scale_factor(model, diameter)
         maps = _predict_at(net, image, channel_axis, factor, progress=progress, cancel=cancel,
-                           **kw)
+                           flips=flips, **kw)
     interior = maps[..., 1, :, :] if maps.shape[-3] > 1 else None
     return maps[..., 0, :, :], interior, factor
 
@@ -234,9 +241,11 @@ def predict_maps(
 def auto_factor(model: Any, image: Any, *, channel_axis: int | None = None,
                 **kw: Any) -> float:
     """The resampling factor ``diameter="auto"`` predicts ``image`` at: the estimated object
-    size's (:func:`estimate_diameter`), or 1 when within ``_AUTO_SNAP`` of it."""
+    size's (:func:`estimate_diameter`), or 1 when within ``_AUTO_SNAP`` of it.  The estimate
+    predicts each candidate scale once (``flips`` is ignored)."""
     from .tiling import inference_net
 
+    kw.pop("flips", None)
     with inference_net(model, kw.get("device", "auto")) as net:
         factor = scale_factor(model, estimate_diameter(net, image, channel_axis=channel_axis,
                                                        **kw))

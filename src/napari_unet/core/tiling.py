@@ -405,6 +405,27 @@ def inference_net(model: UNet, device: str | torch.device = "auto") -> Iterator[
             free_device_memory(dev)
 
 
+#: the flips of a tile that :func:`flip_average` predicts (the tile itself, up-down, left-right,
+#: both): each maps the tile's input window onto itself, so the outputs align exactly
+FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))
+
+
+def flip_average(model: UNet, x: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities of ``x`` averaged over its flips (test-time augmentation).
+
+    A valid-padding network's output window is centred in its input, and a same-padding
+    network is shift-equivariant up to its halo, so flipping the input, predicting and flipping
+    the output back gives a prediction for the same pixels; the mean of the four evens out the
+    network's orientation-dependent errors.
+    """
+    total = torch.zeros((), device=x.device)
+    for dims in FLIP_DIMS:
+        xi = torch.flip(x, dims) if dims else x
+        p = torch.softmax(model(xi).float(), dim=1)
+        total = total + (torch.flip(p, dims) if dims else p)
+    return total / len(FLIP_DIMS)
+
+
 def _predict_batches(
     model: UNet,
     plan: _RegionPlan,
@@ -415,6 +436,7 @@ def _predict_batches(
     normalize: bool,
     norm_range: tuple[Any, Any] | None,
     use_amp: bool,
+    flips: bool,
     progress: Callable[[int, int], Any] | None,
     cancel: Callable[[], bool] | None,
 ) -> None:
@@ -437,7 +459,7 @@ def _predict_batches(
         if dev.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=use_amp):
-            probs = torch.softmax(model(x).float(), dim=1)
+            probs = flip_average(model, x) if flips else torch.softmax(model(x).float(), dim=1)
         probs_np = probs.cpu().numpy()
         for b, (lead, ty, tx) in enumerate(chunk):
             (dy, dx), (sy, sx) = _tile_slices(ty, tx, plan.origin)
@@ -462,6 +484,7 @@ def predict_region(
     cancel: Callable[[], bool] | None = None,
     out: Any = None,
     amp: bool = True,
+    flips: bool = False,
 ) -> Any:
     """Class probabilities for ``region`` (rows, cols) of the last two axes of ``image``.
 
@@ -470,9 +493,10 @@ def predict_region(
     result equals the same window of the whole-image prediction. ``out`` (optional) receives the
     result, shape ``(..., n_classes, h, w)``, any array-like supporting slice assignment.
     ``tile_size`` is the network input size per tile (rounded down to a valid size; default per
-    device: DEFAULT_TILE_SIZE). ``amp`` enables float16 autocast on CUDA. On the CPU a batch
-    holds at most ``CPU_BATCH_PIXELS`` input pixels (fewer tiles than ``batch_size`` when they
-    are large).
+    device: DEFAULT_TILE_SIZE). ``amp`` enables float16 autocast on CUDA. ``flips`` averages
+    each tile's prediction over its four flips (:func:`flip_average`; 4 times the work). On the
+    CPU a batch holds at most ``CPU_BATCH_PIXELS`` input pixels (fewer tiles than
+    ``batch_size`` when they are large).
     """
     image = _check_call(model, image, batch_size)
     dev = resolve_device(device)
@@ -484,8 +508,8 @@ def predict_region(
     with inference_net(model, dev) as net:
         _predict_batches(
             net, plan, out, dev=dev, batch_size=batch_size, normalize=normalize,
-            norm_range=norm_range, use_amp=amp and dev.type == "cuda", progress=progress,
-            cancel=cancel,
+            norm_range=norm_range, use_amp=amp and dev.type == "cuda", flips=flips,
+            progress=progress, cancel=cancel,
         )
     return out
 

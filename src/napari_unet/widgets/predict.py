@@ -17,6 +17,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from qtpy.QtCore import QObject, Signal, Slot
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -31,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core.instances import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD
 from napari_unet.core.segment import (
+    DEFAULT_FLIPS,
     Annotations,
     label_probability,
     min_size_for,
@@ -135,7 +137,7 @@ class _PredictionRun:
             fg, interior, factor = predict_maps(
                 self.model, self.image, channel_axis=self.model_axis,
                 diameter=self.settings["diameter"], device=self.settings["device"],
-                progress=self.relay, cancel=self._aborted)
+                flips=self.settings["flips"], progress=self.relay, cancel=self._aborted)
         except PredictionCancelled:
             return None
         if self._aborted():
@@ -205,6 +207,7 @@ def predict_layer(
     on_progress: Callable[[int, int], None] | None = None,
     on_finished: Callable[[bool], None] | None = None,
     annotations: Annotations | None = None,
+    flips: bool = DEFAULT_FLIPS,
 ) -> FunctionWorker | None:
     """Predict ``image_layer`` with ``model`` in a worker and show the results as layers.
 
@@ -216,7 +219,8 @@ def predict_layer(
     at its scale (``core.segment``); ``diameter`` None: ``core.scale.default_diameter`` (the
     size recorded in training, else estimated per image). ``annotations``: the user's edits of a
     2D image, which win where they were made (``core.instances.follow_annotations``): an added
-    cell stays apart from its neighbour, a removed one stays removed.
+    cell stays apart from its neighbour, a removed one stays removed. ``flips``: average the
+    prediction over the image's four flips (``core.segment.DEFAULT_FLIPS``).
     """
     from napari_unet.core.scale import default_diameter
 
@@ -231,7 +235,7 @@ def predict_layer(
             on_finished(False)
         return None
     settings = {"threshold": threshold, "min_size": min_size, "diameter": diameter,
-                "device": device, "annotations": annotations}
+                "device": device, "annotations": annotations, "flips": flips}
     run = _PredictionRun(viewer, image_layer, model, (image, channel_axis, model_axis),
                          settings, on_progress, on_finished)
     worker = run.make_worker()
@@ -266,7 +270,7 @@ class PredictWidget(ViewerWidget):
         self.load_button = QPushButton("Load model…")
 
     def _build_settings(self) -> None:
-        """Threshold, minimum object size and object diameter fields."""
+        """Threshold, minimum object size, object diameter and flip-averaging fields."""
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 0.99)
         self.threshold.setSingleStep(0.05)
@@ -292,6 +296,12 @@ class PredictWidget(ViewerWidget):
             "Diameter of the objects in this image. auto: the size the model was trained at, "
             "or estimated for a starting model. The image is resampled so that objects appear "
             "at the model's size; the result stays on the image's pixel grid."
+        )
+        self.flips = QCheckBox("average over flips")
+        self.flips.setChecked(DEFAULT_FLIPS)
+        self.flips.setToolTip(
+            "Predict the image and its three mirror images and average them: more accurate "
+            "masks for four times the network's work. Off: one pass, four times faster."
         )
 
     def _build_starting_inputs(self) -> None:
@@ -329,6 +339,7 @@ class PredictWidget(ViewerWidget):
         form.addRow("object diameter", self.diameter)
         form.addRow("threshold", self.threshold)
         form.addRow("min object size (px)", self.min_size)
+        form.addRow("", self.flips)
         form.addRow("device", self.device_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.predict_button)
@@ -509,7 +520,7 @@ class PredictWidget(ViewerWidget):
             self.viewer, layer, self.session.model, self.threshold.value(),
             self.min_size.value() or None, start=False, device=self.device_combo.currentText(),
             diameter=self.diameter_value(), on_progress=self._progress,
-            on_finished=self._finished,
+            on_finished=self._finished, flips=self.flips.isChecked(),
         )
         self.worker = worker
         if worker is not None and start:

@@ -19,6 +19,7 @@ import numpy as np
 from ..folder_scale import FolderScale
 from ..instances import DEFAULT_MIN_SIZE
 from ..model import UNet
+from ..segment import DEFAULT_FLIPS
 from ._models import _model_bytes, _prepared, _resolve_model
 from ._runner import _refuse_existing, _Runner
 from .zarr_image import predict_zarr
@@ -62,6 +63,7 @@ def predict_file(
     diameter: float | str | None = None,
     conversion: str | None = None,
     folder_scale: FolderScale | None = None,
+    flips: bool = DEFAULT_FLIPS,
 ) -> Path:
     """Predict one in-memory image file and write its instance labels (atomically) to ``out``.
 
@@ -70,7 +72,7 @@ def predict_file(
     shape with ids unique over the whole stack. PNG output is uint16 (ValueError when ids
     exceed 65535). ``diameter``, ``threshold``, ``min_size``: see ``core.segment.segment``
     (None: the model's object scale and calibrated threshold); ``folder_scale``: see
-    :func:`file_maps`.
+    :func:`file_maps`; ``flips``: average over the image's flips (``tiling.flip_average``).
     """
     maps = file_maps(
         model_ref,
@@ -82,6 +84,7 @@ def predict_file(
         batch_size=batch_size,
         device=device,
         folder_scale=folder_scale,
+        flips=flips,
     )
     return write_file_labels(
         maps,
@@ -314,6 +317,7 @@ def predict_files(
     client: Any = None,
     progress: Callable[[int, int], Any] | None = None,
     pipeline: bool = True,
+    flips: bool = DEFAULT_FLIPS,
 ) -> list[Path]:
     """Predict every file in ``paths`` into ``out_dir`` (one label image per input, same stem).
 
@@ -327,24 +331,21 @@ def predict_files(
     model's calibrated threshold and object scale (``core.segment``; zarr inputs are streamed
     at the image's own scale).  ``diameter="auto"`` estimates the scale on the first file and
     keeps it for the next ones while their objects look alike (:mod:`.folder_scale`; on a
-    ``client`` each file is estimated on its own).
+    ``client`` each file is estimated on its own).  ``flips``: average each in-memory file's
+    prediction over its flips (``core.segment.DEFAULT_FLIPS``; zarr inputs predict once).
     Returns the written label paths, in input order.
     """
     paths, outs, probs = _plan_files(paths, out_dir, fmt, probabilities, overwrite)
     _check_inputs(paths)
     model = _resolve_model(model_path)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    kw = dict(
-        threshold=threshold,
-        min_size=min_size,
-        tile_size=tile_size,
-        batch_size=batch_size,
-        device=device,
-    )
+    kw = dict(threshold=threshold, min_size=min_size, tile_size=tile_size,
+              batch_size=batch_size, device=device)
     counter = _Runner(None, progress, len(paths))
     flat = [(p, o, q) for p, o, q in zip(paths, outs, probs, strict=True) if not _is_zarr(p)]
     file_kw = dict(
-        kw, channel_axis=channel_axis, overwrite=overwrite, diameter=diameter, conversion=conversion
+        kw, channel_axis=channel_axis, overwrite=overwrite, diameter=diameter,
+        conversion=conversion, flips=flips,
     )
     ref = _file_model_ref(model_path, model, client)
     _predict_in_memory(ref, flat, file_kw, client, counter, pipeline)
