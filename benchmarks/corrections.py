@@ -48,6 +48,7 @@ from napari_unet.core.annotate import (  # noqa: E402
     background_ring,
 )
 from napari_unet.core.instances import label_instances  # noqa: E402
+from napari_unet.core.live import LiveSettings, LiveTrainer  # noqa: E402
 from napari_unet.core.metrics import iou_matrix, matching  # noqa: E402
 from napari_unet.core.tiling import predict_tiled  # noqa: E402
 from napari_unet.core.training import (  # noqa: E402
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=["sparse", "dense"])
     parser.add_argument("--settings", nargs="+", default=["retrain", "train-defaults"],
                         help="retrain (correction_settings), retrain-anchorA (the same with "
-                             "weight anchor A) or train-defaults")
+                             "weight anchor A), train-defaults or live (a live session's "
+                             "steps on all the clicks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ring", type=int, default=BACKGROUND_RING_PX,
                         help="background ring around added cells (sparse), px")
@@ -158,11 +160,15 @@ def main(argv: list[str] | None = None) -> None:
                 fields = setting_fields(setting, model, mode == "dense")
                 t0 = time.process_time()
                 try:
-                    train_to_completion(
-                        model, sample.image, labels, dense=mode == "dense", steps=args.steps,
-                        learning_rate=args.lr, seed=args.seed, device="cpu",
-                        **fields,
-                    )
+                    if setting.startswith("live"):
+                        live_retrain(model, sample.image, labels, mode == "dense", args,
+                                     setting)
+                    else:
+                        train_to_completion(
+                            model, sample.image, labels, dense=mode == "dense",
+                            steps=args.steps, learning_rate=args.lr, seed=args.seed,
+                            device="cpu", **fields,
+                        )
                 except ValueError as exc:  # e.g. only added cells, without the distillation
                     record = {"image": sample.name, "mode": mode, "settings": setting,
                               "error": str(exc)}
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                     "others_before": others_before, "others_after": others_after,
                     "train_cpu_s": round(cpu_s, 1),
                     "distill_trust": model.metadata["training"].get("distill_trust"),
-                    "anchor": model.metadata["training"]["anchor"],
+                    "anchor": model.metadata["training"].get("anchor"),
                 }
                 records.append(record)
                 print(json.dumps(record), flush=True)
@@ -191,9 +197,26 @@ def main(argv: list[str] | None = None) -> None:
     print(summary(records))
 
 
+def live_retrain(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray, dense: bool,
+                 args: argparse.Namespace, setting: str = "live") -> None:
+    """``--steps`` steps of a live session on all the clicks at once (``live-wW``: correction
+    weight W, ``live-fF``: recent fraction F, else the ``LiveSettings`` defaults)."""
+    fields: dict[str, float] = {}
+    if setting.startswith("live-w"):
+        fields["correction_weight"] = float(setting.removeprefix("live-w"))
+    elif setting.startswith("live-f"):
+        fields["recent_fraction"] = float(setting.removeprefix("live-f"))
+    settings = LiveSettings(dense=dense, seed=args.seed, device="cpu", **fields)
+    trainer = LiveTrainer(model, image, settings, factor=1.0)
+    trainer.update(labels, changed=labels > 0)
+    for _ in range(args.steps):
+        trainer.step()
+    trainer.close()
+
+
 def setting_fields(setting: str, model: torch.nn.Module, dense: bool) -> dict[str, float]:
     """``train_to_completion`` fields of a ``--settings`` name."""
-    if setting == "train-defaults":
+    if setting == "train-defaults" or setting.startswith("live"):
         return {}
     fields = correction_settings(model, dense)
     if setting.startswith("retrain-anchor"):

@@ -342,8 +342,11 @@ def test_retrain_takes_the_labels_as_corrections_of_a_trained_model(
     make_napari_viewer, qtbot, errors
 ):
     """Retrain keeps a trained model's answer wherever nothing was corrected (full distillation,
-    the corrections' weight anchor), so one removed object is enough to retrain on, and
-    fine-tunes at the gentle rate when no training settings are known."""
+    the corrections' weight anchor), so one removed object is enough to retrain on. Sparse
+    clicks train with the live recipe (core.retrain); labels made from the prediction (dense)
+    fine-tune at the gentle rate when no training settings are known."""
+    from napari_unet.core.live import LIVE_LEARNING_RATE, LiveSettings
+
     viewer = _viewer_with_cells(make_napari_viewer)
     cells = viewer.layers["lab"].data
     viewer.add_labels(np.where(cells == cells.max(), 1, 0), name="fixes")  # one object removed
@@ -352,14 +355,32 @@ def test_retrain_takes_the_labels_as_corrections_of_a_trained_model(
     trained.metadata = {"training": {"steps": 10}}  # as left by an earlier training run
     session.set_model(trained, "trained")
     session.train_settings = {"batch_size": 2, "patch_size": 32, "device": "cpu"}
-    worker = retrain(viewer, viewer.layers["img"], viewer.layers["fixes"], steps=2, start=False)
+    progress: list[int] = []
+    worker = retrain(viewer, viewer.layers["img"], viewer.layers["fixes"], steps=3, start=False,
+                     on_progress=lambda p: progress.append(p.step))
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         worker.start()
     qtbot.waitUntil(lambda: session.model is not trained, timeout=60_000)
+    qtbot.waitUntil(lambda: session.busy_message() is None, timeout=60_000)  # its prediction
+    assert errors == []
+    assert progress == [1, 2, 3]
+    used = session.model.metadata["training"]
+    assert used["recipe"] == "live corrections" and used["steps_completed"] == 3
+    assert used["distill_weight"] == DEFAULT_DISTILL_WEIGHT
+    assert used["anchor"] == CORRECTION_ANCHOR == LiveSettings().anchor
+    assert used["learning_rate"] == LIVE_LEARNING_RATE
+    assert used["correction_weight"] == LiveSettings().correction_weight > 1
+
+    dense_model = session.model
+    worker = retrain(viewer, viewer.layers["img"], viewer.layers["fixes"], dense=True, steps=2,
+                     start=False)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+    qtbot.waitUntil(lambda: session.model is not dense_model, timeout=60_000)
+    qtbot.waitUntil(lambda: session.busy_message() is None, timeout=60_000)
     assert errors == []
     used = session.model.metadata["training"]
-    assert used["distill_weight"] == DEFAULT_DISTILL_WEIGHT and used["distill_trust"] == 1.0
-    assert used["anchor"] == CORRECTION_ANCHOR
+    assert "recipe" not in used and used["dense"] and used["anchor"] == 0.0
     assert used["learning_rate"] == train_mod.FINE_TUNE_LEARNING_RATE
 
 

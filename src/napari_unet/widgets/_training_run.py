@@ -282,6 +282,7 @@ class TrainingRun:
     second run on the same viewer raises ``TrainingBusyError`` instead of training the same
     model twice.  ``predict_after_cancel``: a cancelled run with finished steps predicts too
     (Retrain).  ``known_warnings``: data warnings already shown, not repeated from the worker.
+    ``loop``: the training generator to run (default: :func:`training_loop` of the data).
     """
 
     def __init__(
@@ -302,6 +303,7 @@ class TrainingRun:
         predict_after_cancel: bool = False,
         known_warnings: Collection[str] = (),
         predict_annotations: Annotations | None = None,
+        loop: Generator[TrainProgress | str, None, int] | None = None,
     ) -> None:
         self._session = get_session(viewer)
         self._session.begin_training(owner)  # raises TrainingBusyError while another runs
@@ -323,8 +325,12 @@ class TrainingRun:
         self._viewer_closed = False
         self._gc_frozen = False
         try:
-            self.worker = self._make_worker(training_loop(model, images, labels, config))
+            if loop is None:
+                loop = training_loop(model, images, labels, config)
+            self.worker = self._make_worker(loop)
         except BaseException:
+            if loop is not None:
+                loop.close()
             self._session.end_training(owner)
             raise
         on_viewer_closed(viewer, _calls_while_busy(self))

@@ -36,7 +36,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.core.live import LiveSettings
 from napari_unet.core.model import DEFAULT_CONFIG, is_trained
+from napari_unet.core.retrain import correction_loop, uses_live_recipe
 from napari_unet.core.training import (
     FINE_TUNE_LEARNING_RATE,
     TrainConfig,
@@ -99,12 +101,13 @@ def retrain(
     step count, else 100).  The labels are taken as corrections of the session model's own
     prediction (``core.training.correction_settings``): where nothing is labeled it keeps its
     answer, however much the corrections disagree with it, so one class (only removed
-    objects) is enough and draws no warning.  ``on_progress(p)`` gets every step,
-    ``on_trained(run)`` is called when training stops; a cancelled retrain keeps its last
-    finished step and predicts too.  The prediction overlays of ``image_layer`` are updated at
-    the end and ``on_finished(ok)`` is called.  Returns the worker (not started when
-    ``start=False``), or None when the inputs are invalid or a training is already running
-    (a notification says why).
+    objects) is enough and draws no warning.  Sparse clicks on one plane of a trained model
+    train with the live recipe instead (``core.retrain``; ``steps`` else 100).
+    ``on_progress(p)`` gets every step, ``on_trained(run)`` is called when training stops; a
+    cancelled retrain keeps its last finished step and predicts too.  The prediction overlays
+    of ``image_layer`` are updated at the end and ``on_finished(ok)`` is called.  Returns the
+    worker (not started when ``start=False``), or None when the inputs are invalid or a
+    training is already running (a notification says why).
     """
     session = get_session(viewer)
     busy = session.busy_message()
@@ -117,6 +120,8 @@ def retrain(
         model, images, labels, config, warnings = _retrain_inputs(
             session, image_layer, labels_layer, dense, steps)
         threshold, min_size = _prediction_settings(viewer, image_layer)
+        loop = _correction_loop(session, image_layer, model, images, labels, config, dense,
+                                steps)
 
         def done(run: TrainingRun) -> None:
             if on_finished is not None:
@@ -126,7 +131,7 @@ def retrain(
                           threshold=threshold, min_size=min_size, on_progress=on_progress,
                           on_trained=on_trained, on_done=done, owner=RETRAIN_OWNER,
                           predict_after_cancel=True, known_warnings=warnings,
-                          predict_annotations=plane_annotations(labels_layer, dense))
+                          predict_annotations=plane_annotations(labels_layer, dense), loop=loop)
     except (ValueError, TrainingBusyError) as exc:
         _notify.notify_error(f"Cannot retrain: {exc}")
         if on_finished is not None:
@@ -137,6 +142,18 @@ def retrain(
     if start:
         run.start()
     return run.worker
+
+
+def _correction_loop(session: Any, image_layer: Image, model: Any, images: list, labels: list,
+                     config: TrainConfig, dense: bool, steps: int | None) -> Any:
+    """The live-recipe loop of a Retrain (``core.retrain``), or None for a plain fine-tune."""
+    if not uses_live_recipe(session.model, labels, dense):
+        return None
+    prediction = session.predictions.get(image_layer.name)
+    settings = LiveSettings(diameter=config.diameter, device=config.device, seed=config.seed)
+    return correction_loop(model, images[0], labels[0], int(steps or RETRAIN_STEPS),
+                           settings=settings, factor=getattr(prediction, "factor", None),
+                           num_threads=config.num_threads)
 
 
 def _retrain_inputs(
