@@ -199,6 +199,18 @@ def test_expected_diameter_prefers_predictions_then_labels():
     assert expected_diameter() == DEFAULT_DIAMETER
 
 
+def test_expected_diameter_trusts_small_cells_but_not_fragments():
+    """Cells half the model's size are the image's own (small nuclei at 1x); a third of it are
+    fragments of a model that does not know the cells, and the model's size wins."""
+    predicted = np.zeros((80, 80), np.int32)
+    for i, (y, x) in enumerate([(10, 10), (10, 40), (40, 10), (40, 40), (65, 65)]):
+        predicted[_disc(predicted.shape, (y, x), 4)] = i + 1
+    found = expected_diameter(predicted)
+    assert expected_diameter(predicted, model_diameter=2.1 * found) == pytest.approx(found)
+    assert expected_diameter(predicted, model_diameter=3 * found) == pytest.approx(3 * found)
+    assert expected_diameter(predicted, model_diameter=found / 3) == pytest.approx(found / 3)
+
+
 def test_add_click_follows_a_model_calibrated_low():
     """A model whose calibrated threshold is low (EM cell interiors: about 0.2) calls cell what
     stays under 0.5: with its threshold the click takes the whole cell, without it only the
