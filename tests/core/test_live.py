@@ -107,23 +107,10 @@ def test_region_prediction_equals_the_whole_image():
     np.testing.assert_allclose(part, whole[20:60, 0:40], atol=1e-5)
 
 
-def _with_debris() -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic cells and a bright sharp-edged square (debris) away from them."""
-    image, truth = make_cells((128, 128), n_cells=6, seed=1, touching=0.0)
-    image = image.astype(np.float32)
-    square = np.zeros(truth.shape, bool)
-    free = [(y, x) for y in range(0, 110, 4) for x in range(0, 110, 4)
-            if not truth[y:y + 14, x:x + 14].any()]
-    y, x = free[0]
-    square[y + 2:y + 12, x + 2:x + 12] = True
-    image[square] = image.max()
-    return image, square
-
-
-def test_learns_a_removed_object_and_keeps_the_others():
+def test_learns_a_removed_object_and_keeps_the_others(debris):
     """The shipped model calls a bright square a cell; marked as background, 20 live steps
     remove it while the real cells stay."""
-    image, square = _with_debris()
+    image, square = debris
     model = load_pretrained()
     seg = segment(model, image)
     assert seg.probability[square].mean() > 0.9

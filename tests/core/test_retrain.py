@@ -10,26 +10,12 @@ from napari_unet.core.live import LiveSettings
 from napari_unet.core.model import UNet
 from napari_unet.core.retrain import correction_loop, uses_live_recipe
 from napari_unet.core.segment import segment
-from napari_unet.core.synthetic import make_cells
 from napari_unet.core.tiling import predict_tiled
 from napari_unet.models import load_pretrained
 
 
-def _with_debris() -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic cells and a bright sharp-edged square (debris) away from them."""
-    image, truth = make_cells((128, 128), n_cells=6, seed=1, touching=0.0)
-    image = image.astype(np.float32)
-    square = np.zeros(truth.shape, bool)
-    free = [(y, x) for y in range(0, 110, 4) for x in range(0, 110, 4)
-            if not truth[y:y + 14, x:x + 14].any()]
-    y, x = free[0]
-    square[y + 2:y + 12, x + 2:x + 12] = True
-    image[square] = image.max()
-    return image, square
-
-
-def test_a_removal_click_is_learned_and_the_other_cells_stay():
-    image, square = _with_debris()
+def test_a_removal_click_is_learned_and_the_other_cells_stay(debris):
+    image, square = debris
     model = load_pretrained()
     seg = segment(model, image, flips=False)
     assert seg.probability[square].mean() > 0.9
@@ -49,8 +35,8 @@ def test_a_removal_click_is_learned_and_the_other_cells_stay():
     assert not model.training
 
 
-def test_stopping_early_keeps_the_finished_steps():
-    image, square = _with_debris()
+def test_stopping_early_keeps_the_finished_steps(debris):
+    image, square = debris
     model = load_pretrained()
     labels = np.where(square, 1, 0).astype(np.int32)
     loop = correction_loop(model, image, labels, 10, settings=LiveSettings(device="cpu"))
@@ -62,8 +48,8 @@ def test_stopping_early_keeps_the_finished_steps():
     assert not model.training and next(model.parameters()).device.type == "cpu"
 
 
-def test_nothing_to_learn_is_a_clear_error():
-    image, _ = _with_debris()
+def test_nothing_to_learn_is_a_clear_error(debris):
+    image, _ = debris
     model = load_pretrained()
     with pytest.raises(ValueError, match="annotations"):
         list(correction_loop(model, image, np.zeros(image.shape, np.int32), 5))
