@@ -52,12 +52,12 @@ def correction_loop(
         raise ValueError(f"steps must be >= 1, got {steps}")
     image = np.asarray(image)
     axis = 0 if image.ndim == 3 else None
-    old_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
     trainer = LiveTrainer(model, image, settings or LiveSettings(), channel_axis=axis,
                           factor=factor)
     trainer.update(labels, changed=np.asarray(labels) > 0)  # every click is a recent one
+    old_threads = torch.get_num_threads()  # set after the checks, restored in the finally
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     start = time.perf_counter()
     try:
         for step in range(1, steps + 1):
